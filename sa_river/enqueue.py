@@ -1,0 +1,284 @@
+"""Enqueue jobs in the caller's transaction.
+
+``insert`` and ``insert_many`` take a ``Session``, ``Connection`` or ``Engine``; their ``_async``
+twins take an ``AsyncSession``, ``AsyncConnection`` or ``AsyncEngine``. With a session or a
+connection the job joins the caller's transaction: roll back and the job never existed, commit
+and it exists, and idle workers hear of it through ``NOTIFY`` sent in that same transaction.
+An engine opens a transaction of its own and commits it.
+
+>>> with Session(engine) as session, session.begin():       # doctest: +SKIP
+...     session.add(user)
+...     sa_river.insert(session, SendWelcome(user_id=user.id), InsertOpts(queue="mail"))
+
+Everything is validated before anything is written: bad args or options raise
+:class:`~sa_river.errors.InvalidJobError` naming the field, and the caller's transaction is left
+as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, TypeAlias, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+from sa_river.args import ArgsLike, encode_json, kind_and_encoded_args
+from sa_river.errors import InvalidJobError
+from sa_river.options import (
+    MAX_ATTEMPTS_DEFAULT,
+    PRIORITY_DEFAULT,
+    QUEUE_DEFAULT,
+    InsertOpts,
+    validate_max_attempts,
+    validate_priority,
+    validate_queue,
+    validate_scheduled_at,
+    validate_tags,
+)
+from sa_river.queries import job as job_queries
+from sa_river.queries.job import JobInsertParams
+from sa_river.types import InsertResult
+from sa_river.unique import states_bitmask, unique_key
+
+__all__ = [
+    "AsyncTarget",
+    "InsertManyParams",
+    "SyncTarget",
+    "insert",
+    "insert_async",
+    "insert_many",
+    "insert_many_async",
+    "insert_many_fast",
+    "insert_many_fast_async",
+]
+
+SyncTarget: TypeAlias = Session | Connection | Engine
+AsyncTarget: TypeAlias = AsyncSession | AsyncConnection | AsyncEngine
+_R = TypeVar("_R")
+
+
+@dataclass(frozen=True)
+class InsertManyParams:
+    """One job of a batch with its own options (River's ``InsertManyParams``)."""
+
+    args: ArgsLike
+    opts: InsertOpts | None = None
+
+
+InsertManyItem: TypeAlias = ArgsLike | InsertManyParams
+
+
+def prepare(args: ArgsLike, opts: InsertOpts | None = None) -> JobInsertParams:
+    """Validate and encode one job; raises :class:`InvalidJobError` naming the bad field."""
+    kind, encoded_args, class_opts = kind_and_encoded_args(args)
+    merged = (opts or InsertOpts()).merged_over(class_opts)
+    queue = validate_queue(QUEUE_DEFAULT if merged.queue is None else merged.queue)
+    priority = validate_priority(PRIORITY_DEFAULT if merged.priority is None else merged.priority)
+    max_attempts = validate_max_attempts(
+        MAX_ATTEMPTS_DEFAULT if merged.max_attempts is None else merged.max_attempts
+    )
+    tags = validate_tags([] if merged.tags is None else merged.tags)
+    scheduled_at = (
+        None if merged.scheduled_at is None else validate_scheduled_at(merged.scheduled_at)
+    )
+    metadata = {} if merged.metadata is None else merged.metadata
+    if not isinstance(metadata, dict):
+        metadata = dict(metadata) if hasattr(metadata, "items") else metadata
+    if not isinstance(metadata, dict):
+        raise InvalidJobError("metadata", f"must be a dict, got {type(metadata).__name__}")
+    encoded_metadata = encode_json(metadata, field="metadata")
+    key: bytes | None = None
+    states: str | None = None
+    if merged.unique is not None:
+        merged.unique.validate()
+        key = unique_key(
+            merged.unique,
+            kind=kind,
+            encoded_args=encoded_args,
+            queue=queue,
+            scheduled_at=scheduled_at,
+            now=datetime.now(timezone.utc),
+        )
+        states = states_bitmask(merged.unique.states())
+    return JobInsertParams(
+        kind=kind,
+        args=encoded_args,
+        queue=queue,
+        priority=priority,
+        max_attempts=max_attempts,
+        metadata=encoded_metadata,
+        tags=tags,
+        scheduled_at=scheduled_at,
+        pending=bool(merged.pending),
+        unique_key=key,
+        unique_states=states,
+    )
+
+
+def _prepare_many(items: Sequence[InsertManyItem]) -> list[JobInsertParams]:
+    if isinstance(items, str | bytes) or not isinstance(items, Sequence):
+        raise InvalidJobError("items", f"must be a list of jobs, got {type(items).__name__}")
+    prepared = []
+    for index, item in enumerate(items):
+        try:
+            if isinstance(item, InsertManyParams):
+                prepared.append(prepare(item.args, item.opts))
+            else:
+                prepared.append(prepare(item))
+        except InvalidJobError as exc:
+            raise type(exc)(f"items[{index}].{exc.field}", str(exc).split(": ", 1)[-1]) from exc
+    return prepared
+
+
+def _insert_prepared(conn: Connection, params: Sequence[JobInsertParams]) -> list[InsertResult]:
+    """Insert, folding jobs of the batch that share a unique key into the first of them."""
+    first_of_key: dict[bytes, int] = {}
+    to_send: list[JobInsertParams] = []
+    slot: list[int] = []
+    for p in params:
+        if p.unique_key is not None and p.unique_key in first_of_key:
+            slot.append(-1 - first_of_key[p.unique_key])
+            continue
+        if p.unique_key is not None:
+            first_of_key[p.unique_key] = len(to_send)
+        slot.append(len(to_send))
+        to_send.append(p)
+    rows = job_queries.job_insert_many(conn, to_send)
+    results = []
+    for s in slot:
+        if s >= 0:
+            row, skipped = rows[s]
+            results.append(InsertResult(job=row, unique_skipped_as_duplicate=skipped))
+        else:
+            results.append(InsertResult(job=rows[-1 - s][0], unique_skipped_as_duplicate=True))
+    return results
+
+
+def _run_sync(target: SyncTarget, fn: Callable[[Connection], _R]) -> _R:
+    if isinstance(target, Session):
+        return fn(target.connection())
+    if isinstance(target, Connection):
+        return fn(target)
+    if isinstance(target, Engine):
+        with target.begin() as conn:
+            return fn(conn)
+    raise TypeError(
+        f"insert target must be a Session, Connection or Engine, got {type(target).__name__}"
+        + (" (use insert_async for async targets)" if _is_async_target(target) else "")
+    )
+
+
+def _is_async_target(target: object) -> bool:
+    return isinstance(target, AsyncSession | AsyncConnection | AsyncEngine)
+
+
+async def _run_async(target: AsyncTarget, fn: Callable[[Connection], _R]) -> _R:
+    if isinstance(target, AsyncSession):
+        return await target.run_sync(lambda session: fn(session.connection()))
+    if isinstance(target, AsyncConnection):
+        return await target.run_sync(fn)
+    if isinstance(target, AsyncEngine):
+        async with target.begin() as conn:
+            return await conn.run_sync(fn)
+    raise TypeError(
+        "insert_async target must be an AsyncSession, AsyncConnection or AsyncEngine, "
+        f"got {type(target).__name__}"
+    )
+
+
+def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -> InsertResult:
+    """Insert one job in ``target``'s transaction.
+
+    ``args`` is a :class:`~sa_river.args.JobArgs` instance or a ``(kind, dict)`` tuple.
+    Returns the stored job; for a unique job whose key is held by a live job, that job with
+    ``unique_skipped_as_duplicate=True``.
+
+    >>> result = sa_river.insert(session, ("send_email", {"to": "a@example.com"}))  # doctest: +SKIP
+    >>> result.job.state                                                          # doctest: +SKIP
+    <JobState.AVAILABLE: 'available'>
+    """
+    params = [prepare(args, opts)]
+    return _run_sync(target, lambda conn: _insert_prepared(conn, params))[0]
+
+
+def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[InsertResult]:
+    """Insert a batch of jobs in one round trip; results come back in input order.
+
+    Items are args (``JobArgs`` or ``(kind, dict)``) or :class:`InsertManyParams` carrying
+    their own options. Unique jobs are honoured, including duplicates within the batch.
+    """
+    params = _prepare_many(items)
+    return _run_sync(target, lambda conn: _insert_prepared(conn, params))
+
+
+def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int:
+    """Insert a batch through ``COPY`` and return how many jobs were written.
+
+    The fastest path for large batches; it returns no rows and does not take unique options
+    (use :func:`insert_many` for those).
+    """
+    params = _prepare_many(items)
+    _reject_unique_for_copy(params)
+    return _run_sync(target, lambda conn: job_queries.job_insert_copy(conn, params))
+
+
+def _reject_unique_for_copy(params: Sequence[JobInsertParams]) -> None:
+    for index, p in enumerate(params):
+        if p.unique_key is not None:
+            raise InvalidJobError(
+                f"items[{index}].unique",
+                "insert_many_fast (COPY) cannot check uniqueness; use insert_many",
+            )
+
+
+async def insert_async(
+    target: AsyncTarget, args: ArgsLike, opts: InsertOpts | None = None
+) -> InsertResult:
+    """Async twin of :func:`insert` for ``AsyncSession``/``AsyncConnection``/``AsyncEngine``."""
+    params = [prepare(args, opts)]
+    return (await _run_async(target, lambda conn: _insert_prepared(conn, params)))[0]
+
+
+async def insert_many_async(
+    target: AsyncTarget, items: Sequence[InsertManyItem]
+) -> list[InsertResult]:
+    """Async twin of :func:`insert_many`."""
+    params = _prepare_many(items)
+    return await _run_async(target, lambda conn: _insert_prepared(conn, params))
+
+
+async def insert_many_fast_async(target: AsyncTarget, items: Sequence[InsertManyItem]) -> int:
+    """Async twin of :func:`insert_many_fast` (``COPY`` on the async driver connection)."""
+    params = _prepare_many(items)
+    _reject_unique_for_copy(params)
+    if isinstance(target, AsyncEngine):
+        async with target.begin() as conn:
+            return await _copy_async(conn, params)
+    if isinstance(target, AsyncSession):
+        return await _copy_async(await target.connection(), params)
+    if isinstance(target, AsyncConnection):
+        return await _copy_async(target, params)
+    raise TypeError(
+        "insert_many_fast_async target must be an AsyncSession, AsyncConnection or "
+        f"AsyncEngine, got {type(target).__name__}"
+    )
+
+
+async def _copy_async(conn: AsyncConnection, params: Sequence[JobInsertParams]) -> int:
+    if not params:
+        return 0
+    now = (await conn.execute(job_queries.db_now_statement())).scalar_one()
+    rows = job_queries.copy_rows(params, now)
+    raw = await conn.get_raw_connection()
+    driver: Any = raw.driver_connection
+    async with driver.cursor() as cursor, cursor.copy(job_queries.COPY_STATEMENT) as copy:
+        for row in rows:
+            await copy.write_row(row)
+    await conn.execute(
+        job_queries.notify_insert_statement(), {"queues": job_queries.available_queues(rows)}
+    )
+    return len(rows)

@@ -1,0 +1,60 @@
+"""Exceptions raised by sa_river.
+
+::
+
+    SaRiverError
+    ├── InvalidJobError (also ValueError)   bad args or options, raised before anything is written
+    │   └── UnserializableArgsError          args that cannot be encoded as JSON
+    ├── UnknownJobKindError (also KeyError)  a kind with no registered handler
+    └── SchemaNotReadyError                  the river tables are missing: run the migrations
+
+Every error names the field or value that was wrong and, where there is one, the likely fix.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "InvalidJobError",
+    "SaRiverError",
+    "SchemaNotReadyError",
+    "UnknownJobKindError",
+    "UnserializableArgsError",
+]
+
+
+class SaRiverError(Exception):
+    """Base class of every error sa_river raises on purpose."""
+
+
+class InvalidJobError(SaRiverError, ValueError):
+    """A job's args or insert options are invalid; nothing was written.
+
+    ``field`` names the offending option (``"priority"``, ``"queue"``, ``"args"``, ...).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        super().__init__(f"{field}: {message}")
+
+
+class UnserializableArgsError(InvalidJobError):
+    """Job args that cannot be encoded as JSON; nothing was written."""
+
+
+class UnknownJobKindError(SaRiverError, KeyError):
+    """A job kind that no handler is registered for."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        super().__init__(f"no handler registered for kind {kind!r}")
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+class SchemaNotReadyError(SaRiverError):
+    """The river tables are missing or out of date.
+
+    Fix: run ``python -m sa_river migrate up`` (or ``alembic upgrade head`` in an env that
+    calls ``sa_river.migrate.upgrade``).
+    """

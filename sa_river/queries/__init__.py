@@ -1,0 +1,9 @@
+"""Every SQL statement sa_river runs, as SQLAlchemy Core, in one place.
+
+Internal: not part of the public API. The rules:
+
+- functions are named ``<table>_<verb>`` and take a ``Connection`` (or build a statement);
+- every value is a bound parameter; nothing from a caller is formatted into SQL text;
+- database time (``now()``) decides states and due times, so client clocks never matter;
+- other modules never build SQL: they call these functions.
+"""

@@ -1,0 +1,20 @@
+"""Notification channels and ``pg_notify`` helpers (internal).
+
+Channels are ``<schema>.<topic>`` like River's, the schema being ``current_schema()`` of the
+connection, so that workers of one schema are not woken by inserts into another.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, String, func, literal
+
+__all__ = ["TOPIC_INSERT", "TOPIC_LEADERSHIP", "channel_expr"]
+
+TOPIC_INSERT = "river_insert"
+TOPIC_LEADERSHIP = "river_leadership"
+TOPIC_CONTROL = "river_control"
+
+
+def channel_expr(topic: str) -> ColumnElement[str]:
+    """SQL for the channel name of ``topic`` in the connection's current schema."""
+    return func.concat(func.current_schema(), literal("." + topic, String))
