@@ -17,15 +17,15 @@ as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, TypeAlias, TypeVar
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
 
+from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync
 from sa_river.args import ArgsLike, encode_json, kind_and_encoded_args
 from sa_river.errors import InvalidJobError
 from sa_river.options import (
@@ -56,8 +56,6 @@ __all__ = [
     "insert_many_fast_async",
 ]
 
-SyncTarget: TypeAlias = Session | Connection | Engine
-AsyncTarget: TypeAlias = AsyncSession | AsyncConnection | AsyncEngine
 _R = TypeVar("_R")
 
 
@@ -158,38 +156,6 @@ def _insert_prepared(conn: Connection, params: Sequence[JobInsertParams]) -> lis
     return results
 
 
-def _run_sync(target: SyncTarget, fn: Callable[[Connection], _R]) -> _R:
-    if isinstance(target, Session):
-        return fn(target.connection())
-    if isinstance(target, Connection):
-        return fn(target)
-    if isinstance(target, Engine):
-        with target.begin() as conn:
-            return fn(conn)
-    raise TypeError(
-        f"insert target must be a Session, Connection or Engine, got {type(target).__name__}"
-        + (" (use insert_async for async targets)" if _is_async_target(target) else "")
-    )
-
-
-def _is_async_target(target: object) -> bool:
-    return isinstance(target, AsyncSession | AsyncConnection | AsyncEngine)
-
-
-async def _run_async(target: AsyncTarget, fn: Callable[[Connection], _R]) -> _R:
-    if isinstance(target, AsyncSession):
-        return await target.run_sync(lambda session: fn(session.connection()))
-    if isinstance(target, AsyncConnection):
-        return await target.run_sync(fn)
-    if isinstance(target, AsyncEngine):
-        async with target.begin() as conn:
-            return await conn.run_sync(fn)
-    raise TypeError(
-        "insert_async target must be an AsyncSession, AsyncConnection or AsyncEngine, "
-        f"got {type(target).__name__}"
-    )
-
-
 def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -> InsertResult:
     """Insert one job in ``target``'s transaction.
 
@@ -202,7 +168,7 @@ def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -
     <JobState.AVAILABLE: 'available'>
     """
     params = [prepare(args, opts)]
-    return _run_sync(target, lambda conn: _insert_prepared(conn, params))[0]
+    return run_sync(target, lambda conn: _insert_prepared(conn, params), what="insert")[0]
 
 
 def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[InsertResult]:
@@ -212,7 +178,7 @@ def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[Ins
     their own options. Unique jobs are honoured, including duplicates within the batch.
     """
     params = _prepare_many(items)
-    return _run_sync(target, lambda conn: _insert_prepared(conn, params))
+    return run_sync(target, lambda conn: _insert_prepared(conn, params), what="insert_many")
 
 
 def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int:
@@ -223,7 +189,9 @@ def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int
     """
     params = _prepare_many(items)
     _reject_unique_for_copy(params)
-    return _run_sync(target, lambda conn: job_queries.job_insert_copy(conn, params))
+    return run_sync(
+        target, lambda conn: job_queries.job_insert_copy(conn, params), what="insert_many_fast"
+    )
 
 
 def _reject_unique_for_copy(params: Sequence[JobInsertParams]) -> None:
@@ -240,7 +208,7 @@ async def insert_async(
 ) -> InsertResult:
     """Async twin of :func:`insert` for ``AsyncSession``/``AsyncConnection``/``AsyncEngine``."""
     params = [prepare(args, opts)]
-    return (await _run_async(target, lambda conn: _insert_prepared(conn, params)))[0]
+    return (await run_async(target, lambda conn: _insert_prepared(conn, params), what="insert"))[0]
 
 
 async def insert_many_async(
@@ -248,7 +216,7 @@ async def insert_many_async(
 ) -> list[InsertResult]:
     """Async twin of :func:`insert_many`."""
     params = _prepare_many(items)
-    return await _run_async(target, lambda conn: _insert_prepared(conn, params))
+    return await run_async(target, lambda conn: _insert_prepared(conn, params), what="insert_many")
 
 
 async def insert_many_fast_async(target: AsyncTarget, items: Sequence[InsertManyItem]) -> int:

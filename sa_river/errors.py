@@ -3,8 +3,10 @@
 ::
 
     SaRiverError
-    ├── InvalidJobError (also ValueError)   bad args or options, raised before anything is written
-    │   └── UnserializableArgsError          args that cannot be encoded as JSON
+    ├── FieldError (also ValueError)         a bad value; ``.field`` names it
+    │   ├── InvalidJobError                  bad args or options, raised before anything is written
+    │   │   └── UnserializableArgsError      args that cannot be encoded as JSON
+    │   └── ConfigError                      a bad worker setting or database URL
     ├── UnknownJobKindError (also KeyError)  a kind with no registered handler
     └── SchemaNotReadyError                  the river tables are missing: run the migrations
 
@@ -14,6 +16,8 @@ Every error names the field or value that was wrong and, where there is one, the
 from __future__ import annotations
 
 __all__ = [
+    "ConfigError",
+    "FieldError",
     "InvalidJobError",
     "SaRiverError",
     "SchemaNotReadyError",
@@ -26,15 +30,20 @@ class SaRiverError(Exception):
     """Base class of every error sa_river raises on purpose."""
 
 
-class InvalidJobError(SaRiverError, ValueError):
-    """A job's args or insert options are invalid; nothing was written.
-
-    ``field`` names the offending option (``"priority"``, ``"queue"``, ``"args"``, ...).
-    """
+class FieldError(SaRiverError, ValueError):
+    """A value that is not acceptable; ``field`` names it (``"priority"``, ``"queues"``...)."""
 
     def __init__(self, field: str, message: str) -> None:
         self.field = field
         super().__init__(f"{field}: {message}")
+
+
+class InvalidJobError(FieldError):
+    """A job's args or insert options are invalid; nothing was written."""
+
+
+class ConfigError(FieldError):
+    """A worker setting or database URL is invalid."""
 
 
 class UnserializableArgsError(InvalidJobError):

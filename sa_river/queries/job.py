@@ -8,13 +8,16 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     Connection,
+    Float,
     LargeBinary,
     Row,
     SmallInteger,
     Table,
     Text,
+    and_,
     case,
     cast,
     func,
@@ -22,13 +25,14 @@ from sqlalchemy import (
     literal_column,
     select,
     text,
+    update,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, BIT, JSONB, TIMESTAMP
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import bindparam
 
-from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob
-from sa_river.queries.notify import TOPIC_INSERT, channel_expr
+from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob, RiverQueue
+from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, channel_expr
 from sa_river.types import AttemptError, JobRow, JobState
 
 __all__ = [
@@ -40,6 +44,7 @@ __all__ = [
 ]
 
 job_table: Table = RiverJob.__table__  # type: ignore[assignment]
+queue_table: Table = RiverQueue.__table__  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
@@ -131,11 +136,13 @@ def _insert_many_statement() -> Any:
         rows,
     )
     # DO UPDATE (not DO NOTHING) so the existing duplicate comes back in RETURNING; xmax is
-    # non-zero exactly for those rows.
+    # non-zero exactly for those rows. The update writes the row's own kind back: with
+    # exclude_kind the duplicate may be of another kind, and EXCLUDED.kind would hand the
+    # existing job to a different handler.
     insert = plain_insert.on_conflict_do_update(
         index_elements=[job_table.c.unique_key],
         index_where=text(UNIQUE_INDEX_PREDICATE),
-        set_={"kind": plain_insert.excluded.kind},
+        set_={"kind": job_table.c.kind},
     ).returning(
         *job_table.c,
         literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
@@ -326,3 +333,292 @@ def _bitmask_states(bitmask: str) -> frozenset[JobState]:
     from sa_river.unique import bitmask_states
 
     return bitmask_states(bitmask)
+
+
+# --- working jobs ------------------------------------------------------------------------
+
+FINALIZED_STATE_VALUES = ("cancelled", "completed", "discarded")
+
+
+def _fetch_statement() -> Any:
+    paused = (
+        select(literal(1))
+        .select_from(queue_table)
+        .where(queue_table.c.name == bindparam("fetch_queue"), queue_table.c.paused_at.isnot(None))
+        .exists()
+    )
+    locked = (
+        select(job_table.c.id)
+        .where(
+            job_table.c.state == JobState.AVAILABLE,
+            job_table.c.queue == bindparam("fetch_queue"),
+            job_table.c.scheduled_at <= func.now(),
+            ~paused,
+        )
+        .order_by(job_table.c.priority, job_table.c.scheduled_at, job_table.c.id)
+        .limit(bindparam("fetch_limit"))
+        .with_for_update(skip_locked=True)
+        .cte("locked")
+    )
+    return (
+        update(job_table)
+        .where(job_table.c.id == locked.c.id)
+        .values(
+            state=JobState.RUNNING,
+            attempt=job_table.c.attempt + 1,
+            attempted_at=func.now(),
+            attempted_by=func.array_append(
+                job_table.c.attempted_by, bindparam("client_id", type_=Text)
+            ),
+        )
+        .returning(*job_table.c)
+    )
+
+
+_FETCH = _fetch_statement()
+
+
+def job_get_available(conn: Connection, *, queue: str, limit: int, client_id: str) -> list[JobRow]:
+    """Lock up to ``limit`` due jobs of ``queue`` and mark them running for ``client_id``.
+
+    ``FOR UPDATE SKIP LOCKED`` lets any number of workers fetch at once without waiting on or
+    taking each other's jobs; a paused queue yields nothing.
+    """
+    rows = conn.execute(
+        _FETCH, {"fetch_queue": queue, "fetch_limit": limit, "client_id": client_id}
+    ).all()
+    return sorted(
+        (job_row_from_row(r) for r in rows), key=lambda j: (j.priority, j.scheduled_at, j.id)
+    )
+
+
+@dataclass(frozen=True)
+class JobSetStateParams:
+    """The outcome of one attempt, for :func:`job_set_state_if_running_many`.
+
+    ``delay_seconds`` sets ``scheduled_at = now() + delay`` (retries and snoozes); ``error`` is
+    the encoded ``AttemptError`` JSON to append; ``snoozed`` un-counts the attempt.
+    """
+
+    id: int
+    state: JobState
+    error: str | None = None
+    delay_seconds: float | None = None
+    snoozed: bool = False
+
+
+def _set_state_statement() -> Any:
+    outcome = (
+        func.unnest(
+            bindparam("o_id", type_=ARRAY(BigInteger)),
+            bindparam("o_state", type_=ARRAY(Text)),
+            bindparam("o_error", type_=ARRAY(Text)),
+            bindparam("o_delay_seconds", type_=ARRAY(Float)),
+            bindparam("o_snoozed", type_=ARRAY(Boolean)),
+        )
+        .table_valued("id", "state", "error", "delay_seconds", "snoozed")
+        .render_derived()
+    )
+    # A job whose cancellation was requested while it ran is cancelled rather than retried.
+    wanted = case(
+        (
+            and_(
+                outcome.c.error.isnot(None),
+                job_table.c.metadata.has_key("cancel_attempted_at"),
+            ),
+            literal("cancelled", Text),
+        ),
+        else_=outcome.c.state,
+    )
+    snoozes = func.coalesce(job_table.c.metadata["snoozes"].as_integer(), 0) + 1
+    return (
+        update(job_table)
+        .where(job_table.c.id == outcome.c.id, job_table.c.state == JobState.RUNNING)
+        .values(
+            state=cast(wanted, JOB_STATE_ENUM),
+            finalized_at=case(
+                (wanted.in_(FINALIZED_STATE_VALUES), func.now()), else_=job_table.c.finalized_at
+            ),
+            errors=case(
+                (
+                    outcome.c.error.isnot(None),
+                    func.array_append(job_table.c.errors, cast(outcome.c.error, JSONB)),
+                ),
+                else_=job_table.c.errors,
+            ),
+            scheduled_at=case(
+                (
+                    outcome.c.delay_seconds.isnot(None),
+                    func.now() + func.make_interval(0, 0, 0, 0, 0, 0, outcome.c.delay_seconds),
+                ),
+                else_=job_table.c.scheduled_at,
+            ),
+            attempt=case((outcome.c.snoozed, job_table.c.attempt - 1), else_=job_table.c.attempt),
+            metadata=case(
+                (
+                    outcome.c.snoozed,
+                    job_table.c.metadata.op("||")(
+                        func.jsonb_build_object(literal("snoozes", Text), snoozes)
+                    ),
+                ),
+                else_=job_table.c.metadata,
+            ),
+        )
+        .returning(job_table.c.id, job_table.c.state)
+    )
+
+
+_SET_STATE = _set_state_statement()
+
+
+def job_set_state_if_running_many(
+    conn: Connection, outcomes: Sequence[JobSetStateParams]
+) -> dict[int, JobState]:
+    """Record many attempts' outcomes in one UPDATE, only on rows still ``running``.
+
+    Returns the new state of every row it changed; a job missing from the result was no longer
+    running (rescued, cancelled or completed in the handler's own transaction) and keeps the
+    state that other actor decided (DESIGN lesson 5).
+    """
+    if not outcomes:
+        return {}
+    rows = conn.execute(
+        _SET_STATE,
+        {
+            "o_id": [o.id for o in outcomes],
+            "o_state": [o.state.value for o in outcomes],
+            "o_error": [o.error for o in outcomes],
+            "o_delay_seconds": [o.delay_seconds for o in outcomes],
+            "o_snoozed": [o.snoozed for o in outcomes],
+        },
+    ).all()
+    return {r.id: JobState(r.state) for r in rows}
+
+
+def job_complete_if_running(conn: Connection, job_id: int) -> bool:
+    """Mark one running job completed in ``conn``'s transaction; false if it was not running."""
+    result = conn.execute(
+        update(job_table)
+        .where(job_table.c.id == job_id, job_table.c.state == JobState.RUNNING)
+        .values(state=JobState.COMPLETED, finalized_at=func.now())
+        .returning(job_table.c.id)
+    )
+    return result.first() is not None
+
+
+def job_release_running(conn: Connection, job_ids: Sequence[int]) -> list[int]:
+    """Give running jobs back (shutdown): ``available`` now, the attempt not counted."""
+    if not job_ids:
+        return []
+    rows = conn.execute(
+        update(job_table)
+        .where(
+            job_table.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))),
+            job_table.c.state == JobState.RUNNING,
+        )
+        .values(
+            state=JobState.AVAILABLE,
+            attempt=func.greatest(job_table.c.attempt - 1, 0),
+            scheduled_at=func.now(),
+        )
+        .returning(job_table.c.id),
+        {"ids": list(job_ids)},
+    ).all()
+    return [r.id for r in rows]
+
+
+# --- control -------------------------------------------------------------------------------
+
+
+def _cancel_statement() -> Any:
+    is_running = job_table.c.state == JobState.RUNNING
+    updated = (
+        update(job_table)
+        .where(
+            job_table.c.id == bindparam("cancel_id", type_=BigInteger),
+            job_table.c.state.notin_([JobState(s) for s in FINALIZED_STATE_VALUES]),
+        )
+        .values(
+            state=case((is_running, job_table.c.state), else_=JobState.CANCELLED),
+            finalized_at=case((is_running, job_table.c.finalized_at), else_=func.now()),
+            metadata=job_table.c.metadata.op("||")(
+                func.jsonb_build_object(literal("cancel_attempted_at", Text), func.now())
+            ),
+        )
+        .returning(*job_table.c)
+        .cte("updated")
+    )
+    running = select(updated.c.id).where(updated.c.state == JobState.RUNNING).subquery("running")
+    notified = select(
+        func.count(
+            func.pg_notify(
+                channel_expr(TOPIC_CONTROL),
+                cast(
+                    func.json_build_object(
+                        literal("action", Text),
+                        literal("cancel", Text),
+                        literal("job_id", Text),
+                        running.c.id,
+                    ),
+                    Text,
+                ),
+            )
+        )
+    ).scalar_subquery()
+    return select(updated, notified.label("notified"))
+
+
+_CANCEL = _cancel_statement()
+
+
+def job_cancel(conn: Connection, job_id: int) -> JobRow | None:
+    """Cancel a job: at once if it is not running, cooperatively (NOTIFY) if it is.
+
+    A finalised job is returned unchanged; ``None`` if there is no such job.
+    """
+    row = conn.execute(_CANCEL, {"cancel_id": job_id}).first()
+    return job_row_from_row(row) if row is not None else job_get(conn, job_id)
+
+
+def job_retry(conn: Connection, job_id: int) -> JobRow | None:
+    """Make a job that is not running available now; a discarded job gets one more attempt."""
+    row = conn.execute(
+        update(job_table)
+        .where(job_table.c.id == job_id, job_table.c.state != JobState.RUNNING)
+        .values(
+            state=JobState.AVAILABLE,
+            scheduled_at=func.now(),
+            finalized_at=None,
+            max_attempts=case(
+                (
+                    job_table.c.attempt >= job_table.c.max_attempts,
+                    job_table.c.attempt + 1,
+                ),
+                else_=job_table.c.max_attempts,
+            ),
+        )
+        .returning(*job_table.c)
+    ).first()
+    return job_row_from_row(row) if row is not None else job_get(conn, job_id)
+
+
+def job_list(
+    conn: Connection,
+    *,
+    states: Sequence[JobState] | None = None,
+    queues: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[JobRow]:
+    """Jobs matching the filters in id order, ``limit`` at a time after ``after_id`` (keyset)."""
+    query = select(job_table).order_by(job_table.c.id).limit(limit)
+    if states:
+        query = query.where(job_table.c.state.in_([JobState(s) for s in states]))
+    if queues:
+        query = query.where(job_table.c.queue.in_(list(queues)))
+    if kinds:
+        query = query.where(job_table.c.kind.in_(list(kinds)))
+    if after_id is not None:
+        query = query.where(job_table.c.id > after_id)
+    return [job_row_from_row(r) for r in conn.execute(query)]

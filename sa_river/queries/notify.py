@@ -6,9 +6,10 @@ connection, so that workers of one schema are not woken by inserts into another.
 
 from __future__ import annotations
 
+from psycopg import sql as psycopg_sql
 from sqlalchemy import ColumnElement, String, func, literal
 
-__all__ = ["TOPIC_INSERT", "TOPIC_LEADERSHIP", "channel_expr"]
+__all__ = ["TOPIC_CONTROL", "TOPIC_INSERT", "TOPIC_LEADERSHIP", "channel_expr"]
 
 TOPIC_INSERT = "river_insert"
 TOPIC_LEADERSHIP = "river_leadership"
@@ -18,3 +19,11 @@ TOPIC_CONTROL = "river_control"
 def channel_expr(topic: str) -> ColumnElement[str]:
     """SQL for the channel name of ``topic`` in the connection's current schema."""
     return func.concat(func.current_schema(), literal("." + topic, String))
+
+
+def listen_statement(channel: str) -> psycopg_sql.Composed:
+    """``LISTEN "<channel>"`` with the channel quoted as an identifier."""
+    return psycopg_sql.SQL("LISTEN {}").format(psycopg_sql.Identifier(channel))
+
+
+CURRENT_SCHEMA_SQL = "SELECT current_schema()"

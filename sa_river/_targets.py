@@ -1,0 +1,53 @@
+"""Run a function on the Connection behind whatever the caller handed us (internal).
+
+Sessions and connections lend their current transaction (the caller commits or rolls back);
+an engine opens a transaction of its own and commits it. The async twins run the same sync
+function through ``run_sync``, so every statement has one implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeAlias, TypeVar
+
+from sqlalchemy import Connection, Engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
+from sqlalchemy.orm import Session
+
+__all__ = ["AsyncTarget", "SyncTarget", "run_async", "run_sync"]
+
+SyncTarget: TypeAlias = Session | Connection | Engine
+AsyncTarget: TypeAlias = AsyncSession | AsyncConnection | AsyncEngine
+_R = TypeVar("_R")
+
+
+def run_sync(target: SyncTarget, fn: Callable[[Connection], _R], *, what: str) -> _R:
+    """``fn(connection)`` in ``target``'s transaction (an engine's own, committed)."""
+    if isinstance(target, Session):
+        return fn(target.connection())
+    if isinstance(target, Connection):
+        return fn(target)
+    if isinstance(target, Engine):
+        with target.begin() as conn:
+            return fn(conn)
+    hint = ""
+    if isinstance(target, AsyncSession | AsyncConnection | AsyncEngine):
+        hint = f" (use {what}_async for async targets)"
+    raise TypeError(
+        f"{what} target must be a Session, Connection or Engine, got {type(target).__name__}" + hint
+    )
+
+
+async def run_async(target: AsyncTarget, fn: Callable[[Connection], _R], *, what: str) -> _R:
+    """Async twin of :func:`run_sync` for ``AsyncSession``/``AsyncConnection``/``AsyncEngine``."""
+    if isinstance(target, AsyncSession):
+        return await target.run_sync(lambda session: fn(session.connection()))
+    if isinstance(target, AsyncConnection):
+        return await target.run_sync(fn)
+    if isinstance(target, AsyncEngine):
+        async with target.begin() as conn:
+            return await conn.run_sync(fn)
+    raise TypeError(
+        f"{what}_async target must be an AsyncSession, AsyncConnection or AsyncEngine, "
+        f"got {type(target).__name__}"
+    )

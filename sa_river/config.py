@@ -1,0 +1,115 @@
+"""Worker settings, their defaults, and validation that names the bad field (internal)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sa_river.errors import ConfigError, InvalidJobError
+from sa_river.options import validate_queue
+from sa_river.retry import RetryPolicy, default_retry_policy
+
+__all__ = [
+    "COMPLETER_BATCH_SIZE_DEFAULT",
+    "COMPLETER_FLUSH_INTERVAL_DEFAULT",
+    "FETCH_COOLDOWN_DEFAULT",
+    "FETCH_POLL_INTERVAL_DEFAULT",
+    "HEARTBEAT_INTERVAL_DEFAULT",
+    "JOB_TIMEOUT_DEFAULT",
+    "POOL_TIMEOUT_DEFAULT",
+    "QUEUES_DEFAULT",
+    "SCHEDULER_INTERVAL_DEFAULT",
+    "SHUTDOWN_TIMEOUT_DEFAULT",
+    "WorkerConfig",
+    "new_client_id",
+]
+
+QUEUES_DEFAULT: Mapping[str, int] = {"default": 10}
+FETCH_POLL_INTERVAL_DEFAULT = 1.0
+FETCH_COOLDOWN_DEFAULT = 0.05
+JOB_TIMEOUT_DEFAULT: timedelta | None = timedelta(seconds=60)
+SHUTDOWN_TIMEOUT_DEFAULT = 30.0
+COMPLETER_FLUSH_INTERVAL_DEFAULT = 0.1
+COMPLETER_BATCH_SIZE_DEFAULT = 100
+HEARTBEAT_INTERVAL_DEFAULT = 5.0
+POOL_TIMEOUT_DEFAULT = 5.0
+# A retry or snooze due sooner than this is stored as ``available`` (with its future
+# ``scheduled_at``) instead of waiting for the leader's scheduler, as River does.
+SCHEDULER_INTERVAL_DEFAULT = 5.0
+
+
+def new_client_id() -> str:
+    """A unique, readable id for one worker runner: ``host_pid_random``."""
+    host = socket.gethostname()[:80] or "host"
+    return f"{host}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything a :class:`~sa_river.Worker` can be tuned with; times are in seconds.
+
+    - ``queues``: queue name → how many of its jobs run at once;
+    - ``fetch_poll_interval``: fetch at least this often even when no NOTIFY arrives;
+    - ``fetch_cooldown``: with a backlog, the shortest pause between two fetches of a queue;
+    - ``poll_only``: never LISTEN (for PgBouncer in transaction mode);
+    - ``job_timeout``: default per-attempt timeout (``None``: no timeout);
+    - ``shutdown_timeout``: how long ``stop()`` lets running jobs finish;
+    - ``completer_flush_interval`` / ``completer_batch_size``: completion batching;
+    - ``heartbeat_interval``: how often the runner records that it is alive;
+    - ``pool_timeout``: how long any internal service waits for a pooled connection;
+    - ``retry_policy``: default backoff for failed jobs.
+    """
+
+    queues: Mapping[str, int] = field(default_factory=lambda: dict(QUEUES_DEFAULT))
+    fetch_poll_interval: float = FETCH_POLL_INTERVAL_DEFAULT
+    fetch_cooldown: float = FETCH_COOLDOWN_DEFAULT
+    poll_only: bool = False
+    job_timeout: timedelta | None = JOB_TIMEOUT_DEFAULT
+    shutdown_timeout: float = SHUTDOWN_TIMEOUT_DEFAULT
+    completer_flush_interval: float = COMPLETER_FLUSH_INTERVAL_DEFAULT
+    completer_batch_size: int = COMPLETER_BATCH_SIZE_DEFAULT
+    heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT
+    pool_timeout: float = POOL_TIMEOUT_DEFAULT
+    scheduler_interval: float = SCHEDULER_INTERVAL_DEFAULT
+    retry_policy: RetryPolicy = default_retry_policy
+    client_id: str = field(default_factory=new_client_id)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.queues, Mapping) or not self.queues:
+            raise ConfigError("queues", "give at least one queue, e.g. {'default': 10}")
+        for name, limit in self.queues.items():
+            try:
+                validate_queue(name)
+            except InvalidJobError as exc:
+                raise ConfigError("queues", f"bad queue name {name!r}: {exc}") from None
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+                raise ConfigError(
+                    "queues", f"limit of queue {name!r} must be a positive integer, got {limit!r}"
+                )
+        for name in (
+            "fetch_poll_interval",
+            "fetch_cooldown",
+            "shutdown_timeout",
+            "completer_flush_interval",
+            "heartbeat_interval",
+            "pool_timeout",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise ConfigError(name, f"must be a non-negative number, got {value!r}")
+        if self.fetch_poll_interval <= 0:
+            raise ConfigError("fetch_poll_interval", "must be positive")
+        if self.completer_batch_size < 1:
+            raise ConfigError("completer_batch_size", "must be at least 1")
+        if self.job_timeout is not None and self.job_timeout <= timedelta(0):
+            raise ConfigError("job_timeout", f"must be positive or None, got {self.job_timeout}")
+        if not 0 < len(self.client_id) < 128:
+            raise ConfigError("client_id", "must be 1..127 characters")
+
+    @property
+    def total_slots(self) -> int:
+        return sum(self.queues.values())

@@ -1,0 +1,308 @@
+"""The worker runner: ``Worker`` fetches, runs and completes jobs on an Engine of its own.
+
+>>> worker = sa_river.Worker("postgresql+psycopg://app@db/app", workers,
+...                          queues={"default": 10, "mail": 5})        # doctest: +SKIP
+>>> worker.run()          # blocks; SIGTERM/SIGINT stop it gracefully  # doctest: +SKIP
+
+or, embedded in an application::
+
+    worker.start()
+    ...
+    worker.stop()         # finishes running jobs (up to shutdown_timeout), then returns
+
+The runner never uses the application's connection pool: it builds its own Engine from the
+URL (or from an Engine's URL), sized to its own services, so an application that holds every
+connection of its pool cannot stop jobs from being fetched or completed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from sa_river.config import QUEUES_DEFAULT, WorkerConfig
+from sa_river.errors import ConfigError
+from sa_river.notifier import Notifier
+from sa_river.queries.job import job_release_running
+from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT
+from sa_river.worker.completer import BatchCompleter
+from sa_river.worker.executor import Executor
+from sa_river.worker.heartbeat import Heartbeat
+from sa_river.worker.producer import Producer
+from sa_river.workers import Workers
+
+__all__ = ["Worker", "database_url"]
+
+logger = logging.getLogger("sa_river.worker")
+
+_SYNC_DRIVER = "postgresql+psycopg"
+
+
+def database_url(database: str | URL | Engine) -> URL:
+    """The sync psycopg URL of ``database``; a clear error for a malformed one."""
+    if isinstance(database, Engine):
+        url = database.url
+    elif isinstance(database, URL):
+        url = database
+    elif isinstance(database, str):
+        try:
+            url = make_url(database)
+        except ArgumentError:
+            raise ConfigError(
+                "database_url",
+                f"cannot parse {database!r}; expected postgresql+psycopg://user@host/dbname",
+            ) from None
+    else:
+        raise ConfigError(
+            "database_url", f"expected a URL string, URL or Engine, got {type(database).__name__}"
+        )
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            "database_url",
+            f"sa_river needs PostgreSQL, got {url.render_as_string(hide_password=True)}",
+        )
+    return url.set(drivername=_SYNC_DRIVER)
+
+
+class Worker:
+    """Runs the jobs of ``queues`` with the handlers in ``workers``.
+
+    ``database`` is a URL or an Engine; the runner builds an Engine of its own either way.
+    Settings are :class:`~sa_river.config.WorkerConfig` fields, given as ``config=`` or as
+    keyword arguments (``job_timeout=``, ``poll_only=``, ``shutdown_timeout=``...).
+    """
+
+    def __init__(
+        self,
+        database: str | URL | Engine,
+        workers: Workers,
+        queues: Mapping[str, int] | None = None,
+        *,
+        config: WorkerConfig | None = None,
+        **settings: Any,
+    ) -> None:
+        if config is None:
+            config = WorkerConfig(queues=dict(queues or QUEUES_DEFAULT), **settings)
+        elif queues is not None or settings:
+            raise ConfigError("config", "pass either config= or queues/settings, not both")
+        self.config = config
+        self.workers = workers
+        self.url = database_url(database)
+        self.engine = create_engine(
+            self.url,
+            pool_size=len(config.queues) + 4,
+            max_overflow=4,
+            pool_timeout=config.pool_timeout,
+            pool_pre_ping=True,
+        )
+        self.completer = BatchCompleter(
+            self.engine,
+            flush_interval=config.completer_flush_interval,
+            batch_size=config.completer_batch_size,
+            give_up_after=config.shutdown_timeout,
+        )
+        self.executor: Executor | None = None
+        self.producers: dict[str, Producer] = {}
+        self.notifier: Notifier | None = None
+        self.heartbeat = Heartbeat(
+            self.engine,
+            client_id=config.client_id,
+            queues=list(config.queues),
+            interval=config.heartbeat_interval,
+        )
+        self._state_lock = threading.Lock()
+        self._started = False
+        self._stopping = False
+        self._hard_stop = threading.Event()
+        self.stopped = threading.Event()
+
+    @property
+    def client_id(self) -> str:
+        """This runner's id, recorded in ``attempted_by`` of every job it fetches."""
+        return self.config.client_id
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start fetching and working in background threads; returns at once."""
+        with self._state_lock:
+            if self._started:
+                return
+            self._started = True
+        config = self.config
+        self.completer.start()
+        self.executor = Executor(
+            self.workers,
+            self.completer.add,
+            threads=config.total_slots,
+            default_timeout=config.job_timeout,
+            retry_policy=config.retry_policy,
+            scheduler_interval=config.scheduler_interval,
+        )
+        for queue, limit in config.queues.items():
+            self.producers[queue] = Producer(
+                self.engine,
+                queue=queue,
+                limit=limit,
+                client_id=config.client_id,
+                execute=self.executor.execute,
+                poll_interval=config.fetch_poll_interval,
+                cooldown=config.fetch_cooldown,
+            )
+        if not config.poll_only:
+            self.notifier = Notifier(self.url, connect_timeout=config.pool_timeout)
+            self.notifier.subscribe(TOPIC_INSERT, self._on_insert)
+            self.notifier.subscribe(TOPIC_CONTROL, self._on_control)
+            self.notifier.start()
+        self.heartbeat.start()
+        for producer in self.producers.values():
+            producer.start()
+        logger.info(
+            "worker %s started: queues %s, %d handlers",
+            self.client_id,
+            dict(config.queues),
+            len(self.workers),
+            extra={"event": "worker_started"},
+        )
+
+    def wait_listening(self, timeout: float = 5.0) -> bool:
+        """Wait until the LISTEN connection is up (true at once in poll-only mode)."""
+        return self.notifier is None or self.notifier.connected.wait(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: no new fetches, running jobs get ``shutdown_timeout`` to finish,
+        then unfinished ones are cancelled and returned to ``available`` (attempt not
+        counted), outcomes are flushed and connections closed.
+        """
+        with self._state_lock:
+            if self._stopping or not self._started:
+                already = self._stopping
+                self._stopping = True
+                if not already and not self._started:
+                    self._close()
+                    return
+            else:
+                self._stopping = True
+                already = False
+        if already:
+            self.stopped.wait(timeout)
+            return
+        grace = self.config.shutdown_timeout if timeout is None else timeout
+        for producer in self.producers.values():
+            producer.stop(0)
+        for producer in self.producers.values():
+            producer.stop(5)
+        executor = self.executor
+        assert executor is not None
+        deadline = time.monotonic() + grace
+        while not executor.wait_idle(0.05):
+            if self._hard_stop.is_set() or time.monotonic() >= deadline:
+                break
+        released = executor.release_all()
+        self.completer.stop(grace + 5)
+        if released:
+            self._release(released)
+        self._close()
+        logger.info("worker %s stopped", self.client_id, extra={"event": "worker_stopped"})
+
+    def stop_hard(self) -> None:
+        """Stop now: running jobs are cancelled and returned to ``available`` at once."""
+        self._hard_stop.set()
+        self.stop()
+
+    def _release(self, job_ids: list[int]) -> None:
+        try:
+            with self.engine.begin() as conn:
+                job_release_running(conn, job_ids)
+            logger.warning(
+                "worker %s: %d unfinished jobs returned to available",
+                self.client_id,
+                len(job_ids),
+                extra={"event": "jobs_released"},
+            )
+        except SQLAlchemyError as exc:
+            logger.error(
+                "worker %s: could not return %d running jobs (%s); the rescuer will",
+                self.client_id,
+                len(job_ids),
+                exc,
+            )
+
+    def _close(self) -> None:
+        if self.notifier is not None:
+            self.notifier.stop(2)
+        self.heartbeat.stop(5)
+        if self.executor is not None:
+            self.executor.shutdown()
+        self.engine.dispose()
+        self.stopped.set()
+
+    def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Start and block until stopped. The first SIGINT/SIGTERM stops gracefully, a second
+        one stops hard. Signal handlers are installed only on the main thread.
+        """
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            previous = {
+                sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+        else:
+            previous = {}
+        try:
+            self.start()
+            while not self.stopped.wait(0.2):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            logger.warning("second signal: stopping hard", extra={"event": "worker_hard_stop"})
+            self._hard_stop.set()
+            return
+        logger.info(
+            "signal %s: stopping gracefully (again to stop hard)",
+            signal.Signals(signum).name,
+            extra={"event": "worker_soft_stop"},
+        )
+        threading.Thread(target=self.stop, name="sa_river.stopper", daemon=True).start()
+
+    # -- notifications --------------------------------------------------------------------
+
+    def _on_insert(self, payload: dict[str, Any] | None) -> None:
+        if payload is None:
+            for producer in self.producers.values():
+                producer.notify_insert()
+            return
+        woken = self.producers.get(str(payload.get("queue")))
+        if woken is not None:
+            woken.notify_insert()
+
+    def _on_control(self, payload: dict[str, Any] | None) -> None:
+        if payload is None:
+            return
+        action = payload.get("action")
+        if action == "cancel" and self.executor is not None:
+            job_id = payload.get("job_id")
+            if isinstance(job_id, int):
+                self.executor.cancel(job_id)
+        elif action == "resume":
+            resumed = self.producers.get(str(payload.get("queue")))
+            if resumed is not None:
+                resumed.notify_insert()

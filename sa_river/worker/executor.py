@@ -1,0 +1,345 @@
+"""Executor: runs one job at a time per slot, sync and async handlers as equals (internal).
+
+Sync handlers run on a pool of threads sized to the runner's slots; async handlers run as
+tasks on one event loop thread. Every attempt ends in exactly one outcome handed to the
+completer, whichever comes first: the handler returning or raising, its timeout, a
+cancellation, or shutdown releasing it.
+
+Timeouts: an async handler past its timeout is cancelled. A sync handler cannot be stopped
+from outside in Python, so past its timeout it is *abandoned*: the timeout is recorded as the
+attempt's error, its slot is freed, a fresh thread replaces it in the pool, and whatever the
+abandoned thread does later is ignored. Such a thread keeps running until the handler returns,
+so a handler that can hang should enforce its own I/O timeouts too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from sa_river.args import encode_json
+from sa_river.errors import UnknownJobKindError
+from sa_river.queries.job import JobSetStateParams
+from sa_river.retry import RetryPolicy
+from sa_river.types import AttemptError, JobRow, JobState
+from sa_river.workers import Handler, Job, JobCancel, JobSnooze, Workers
+
+__all__ = ["Executor", "JobTimeoutError", "outcome_for"]
+
+logger = logging.getLogger("sa_river.executor")
+
+_TRACE_LIMIT = 8000
+
+
+class JobTimeoutError(Exception):
+    """Recorded as the error of an attempt that outlived its timeout."""
+
+
+def outcome_for(
+    row: JobRow,
+    exc: BaseException | None,
+    *,
+    retry_policy: RetryPolicy,
+    scheduler_interval: float,
+) -> JobSetStateParams:
+    """The state change one attempt's result calls for (DESIGN §3)."""
+    if exc is None:
+        return JobSetStateParams(id=row.id, state=JobState.COMPLETED)
+    if isinstance(exc, JobSnooze):
+        delay = exc.delay.total_seconds()
+        state = JobState.AVAILABLE if delay <= scheduler_interval else JobState.SCHEDULED
+        return JobSetStateParams(id=row.id, state=state, delay_seconds=delay, snoozed=True)
+    error = _attempt_error_json(row, exc)
+    if isinstance(exc, JobCancel):
+        return JobSetStateParams(id=row.id, state=JobState.CANCELLED, error=error)
+    if row.attempt >= row.max_attempts:
+        return JobSetStateParams(id=row.id, state=JobState.DISCARDED, error=error)
+    delay = retry_policy(row.attempt).total_seconds()
+    # A retry due within the scheduler's interval goes straight back to available (with its
+    # future scheduled_at), so it runs on time without waiting for the scheduler.
+    state = JobState.AVAILABLE if delay <= scheduler_interval else JobState.RETRYABLE
+    return JobSetStateParams(id=row.id, state=state, error=error, delay_seconds=delay)
+
+
+def _attempt_error_json(row: JobRow, exc: BaseException) -> str:
+    if isinstance(exc, UnknownJobKindError | JobTimeoutError):
+        message, trace = str(exc), ""
+    else:
+        message = f"{type(exc).__name__}: {exc}"
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if len(trace) > _TRACE_LIMIT:
+        trace = "...\n" + trace[-_TRACE_LIMIT:]
+    error = AttemptError(
+        at=datetime.now(timezone.utc), attempt=row.attempt, error=message, trace=trace
+    )
+    return encode_json(error.to_json(), field="error")
+
+
+@dataclass(eq=False)
+class _Running:
+    job: Job[Any]
+    handler: Handler | None
+    on_done: Callable[[], None]
+    deadline: float | None
+    settled: bool = False
+    future: concurrent.futures.Future[Any] | None = field(default=None, repr=False)
+    is_sync: bool = True
+
+
+class _ThreadPool:
+    """Threads for sync handlers; an abandoned thread is replaced, then retires when free."""
+
+    def __init__(self, size: int, name: str) -> None:
+        self._tasks: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._name = name
+        self._lock = threading.Lock()
+        self._excess = 0
+        self._threads: list[threading.Thread] = []
+        for _ in range(size):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(
+            target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True
+        )
+        self._threads.append(thread)
+        thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            task = self._tasks.get()
+            if task is None:
+                return
+            task()
+            with self._lock:
+                if self._excess:
+                    self._excess -= 1
+                    return
+
+    def submit(self, task: Callable[[], None]) -> None:
+        self._tasks.put(task)
+
+    def replace_one(self) -> None:
+        """A thread is stuck in an abandoned handler: add one so the pool keeps its size."""
+        with self._lock:
+            self._excess += 1
+            self._spawn()
+
+    def shutdown(self) -> None:
+        for _ in self._threads:
+            self._tasks.put(None)
+
+
+class Executor:
+    """Runs fetched jobs and hands each attempt's outcome to ``report``."""
+
+    def __init__(
+        self,
+        workers: Workers,
+        report: Callable[[JobSetStateParams], None],
+        *,
+        threads: int,
+        default_timeout: timedelta | None,
+        retry_policy: RetryPolicy,
+        scheduler_interval: float,
+    ) -> None:
+        self._workers = workers
+        self._report = report
+        self._default_timeout = default_timeout
+        self._retry_policy = retry_policy
+        self._scheduler_interval = scheduler_interval
+        self._pool = _ThreadPool(threads, "sa_river.executor")
+        self._running: dict[int, _Running] = {}
+        self._lock = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._loop_thread = threading.Thread(
+            target=self._loop.run_forever, name="sa_river.executor-async", daemon=True
+        )
+        self._loop_thread.start()
+        self._watchdog_stop = threading.Event()
+        self._watchdog = threading.Thread(
+            target=self._watch_timeouts, name="sa_river.executor-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    # -- running --------------------------------------------------------------------------
+
+    def execute(self, row: JobRow, on_done: Callable[[], None]) -> None:
+        """Start one attempt of ``row``; ``on_done`` is called once its outcome is reported."""
+        try:
+            handler: Handler | None = self._workers.get(row.kind)
+        except UnknownJobKindError as exc:
+            self._settle_new(row, on_done, exc)
+            return
+        assert handler is not None
+        try:
+            args = handler.decode(row.args)
+        except Exception as exc:
+            self._settle_new(row, on_done, exc)
+            return
+        timeout = handler.timeout_or(self._default_timeout)
+        deadline = None if timeout is None else time.monotonic() + timeout.total_seconds()
+        running = _Running(
+            job=Job(row=row, args=args),
+            handler=handler,
+            on_done=on_done,
+            deadline=deadline,
+            is_sync=not handler.is_async,
+        )
+        with self._lock:
+            self._running[row.id] = running
+        if handler.is_async:
+            running.future = asyncio.run_coroutine_threadsafe(
+                self._run_async(running, timeout), self._loop
+            )
+        else:
+            self._pool.submit(lambda: self._run_sync(running))
+
+    def _settle_new(self, row: JobRow, on_done: Callable[[], None], exc: BaseException) -> None:
+        running = _Running(
+            job=Job(row=row, args=None), handler=None, on_done=on_done, deadline=None
+        )
+        with self._lock:
+            self._running[row.id] = running
+        self._settle(running, exc)
+
+    def _run_sync(self, running: _Running) -> None:
+        assert running.handler is not None
+        try:
+            running.handler.fn(running.job)
+        except BaseException as exc:
+            self._settle(running, exc)
+        else:
+            self._settle(running, None)
+
+    async def _run_async(self, running: _Running, timeout: timedelta | None) -> None:
+        assert running.handler is not None
+        try:
+            coro = running.handler.fn(running.job)
+            if timeout is None:
+                await coro
+            else:
+                await asyncio.wait_for(coro, timeout.total_seconds())
+        except asyncio.TimeoutError:
+            self._settle(running, _timeout_error(timeout))
+        except asyncio.CancelledError:
+            if running.job.cancel_requested.is_set():
+                self._settle(running, JobCancel("cancelled while running"))
+            # otherwise shutdown released the job; nothing to report
+        except BaseException as exc:
+            self._settle(running, exc)
+        else:
+            self._settle(running, None)
+
+    def _settle(self, running: _Running, exc: BaseException | None) -> None:
+        """Report the attempt's outcome exactly once, however many parties try."""
+        with self._lock:
+            if running.settled:
+                return
+            running.settled = True
+            self._running.pop(running.job.id, None)
+            self._lock.notify_all()
+        if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+            exc = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
+        outcome = outcome_for(
+            running.job.row,
+            exc,
+            retry_policy=(running.handler.retry if running.handler else None) or self._retry_policy,
+            scheduler_interval=self._scheduler_interval,
+        )
+        if exc is not None and not isinstance(exc, JobSnooze):
+            logger.info(
+                "job %d (%s) attempt %d failed: %s -> %s",
+                running.job.id,
+                running.job.kind,
+                running.job.attempt,
+                exc,
+                outcome.state.value,
+                extra={"event": "job_failed", "job_id": running.job.id},
+            )
+        self._report(outcome)
+        running.on_done()
+
+    def _watch_timeouts(self) -> None:
+        while not self._watchdog_stop.wait(0.05):
+            now = time.monotonic()
+            with self._lock:
+                expired = [
+                    r
+                    for r in self._running.values()
+                    if r.is_sync and r.deadline is not None and r.deadline <= now
+                ]
+            for running in expired:
+                assert running.handler is not None
+                timeout = running.handler.timeout_or(self._default_timeout)
+                logger.warning(
+                    "job %d (%s) outlived its timeout; its thread is abandoned",
+                    running.job.id,
+                    running.job.kind,
+                    extra={"event": "job_timeout", "job_id": running.job.id},
+                )
+                self._pool.replace_one()
+                self._settle(running, _timeout_error(timeout))
+
+    # -- control --------------------------------------------------------------------------
+
+    def cancel(self, job_id: int) -> bool:
+        """Cancel a running job: an async one at once, a sync one cooperatively."""
+        with self._lock:
+            running = self._running.get(job_id)
+        if running is None:
+            return False
+        running.job.cancel_requested.set()
+        if running.future is not None:
+            running.future.cancel()
+        return True
+
+    def running_ids(self) -> list[int]:
+        with self._lock:
+            return list(self._running)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Wait until no attempt is running; true if that happened within ``timeout``."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._running:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._lock.wait(remaining)
+        return True
+
+    def release_all(self) -> list[int]:
+        """Stop tracking every running attempt (cancelling async ones); their ids."""
+        with self._lock:
+            released = [r for r in self._running.values() if not r.settled]
+            for running in released:
+                running.settled = True
+            self._running.clear()
+            self._lock.notify_all()
+        for running in released:
+            if running.future is not None:
+                running.future.cancel()
+        return [r.job.id for r in released]
+
+    def shutdown(self) -> None:
+        self._watchdog_stop.set()
+        self._pool.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._loop_thread.join(5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+
+def _timeout_error(timeout: timedelta | None) -> JobTimeoutError:
+    seconds = timeout.total_seconds() if timeout else 0
+    return JobTimeoutError(f"job timed out after {seconds:g}s")
