@@ -20,6 +20,7 @@ import dataclasses
 import datetime as dt
 import enum
 import json
+import re
 import types
 import typing
 import uuid
@@ -66,7 +67,42 @@ def encode_json(value: Any, *, field: str = "args") -> str:
     except (TypeError, ValueError) as exc:
         path = _find_unserialisable(value, field)
         raise UnserializableArgsError(path, f"cannot be encoded as JSON: {exc}") from exc
+    if _NUL_ESCAPE.search(text):
+        # Valid JSON, but jsonb cannot store U+0000: the insert would fail in the database and
+        # abort the caller's transaction, so refuse it here.
+        raise UnserializableArgsError(
+            _nul_path(value, field) or field,
+            "contains a NUL character (U+0000), which PostgreSQL's jsonb cannot store",
+        )
     return text.translate(_GO_ESCAPES)
+
+
+# A JSON \u0000 escape: preceded by an even number of backslashes (escaped backslashes).
+_NUL_ESCAPE = re.compile(r"(?:^|[^\\])(?:\\\\)*\\u0000")
+
+
+def _nul_path(value: Any, path: str) -> str | None:
+    """The dotted path of the first string (or key) under ``value`` holding U+0000."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, enum.Enum):
+        return _nul_path(value.value, path)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            item_path = f"{path}.{key}"
+            if isinstance(key, str) and "\x00" in key:
+                return item_path
+            found = _nul_path(item, item_path)
+            if found:
+                return found
+    elif isinstance(value, list | tuple | set | frozenset):
+        for index, item in enumerate(value):
+            found = _nul_path(item, f"{path}[{index}]")
+            if found:
+                return found
+    return None
 
 
 def decode_json(text: str | bytes) -> Any:

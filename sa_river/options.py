@@ -195,6 +195,8 @@ def _validate_name(field: str, value: object) -> str:
         raise InvalidJobError(field, f"must be a string, got {type(value).__name__}")
     if not value:
         raise InvalidJobError(field, "must not be empty")
+    if "\x00" in value:
+        raise InvalidJobError(field, "must not contain a NUL character (U+0000)")
     if len(value) > _NAME_MAX_LENGTH:
         raise InvalidJobError(
             field, f"must be at most {_NAME_MAX_LENGTH} characters, got {len(value)}"
