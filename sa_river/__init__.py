@@ -8,6 +8,16 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from sa_river.args import JobArgs
+from sa_river.config import WorkerConfig
+from sa_river.control import (
+    cancel_job,
+    complete_in,
+    get_job,
+    list_jobs,
+    pause_queue,
+    resume_queue,
+    retry_job,
+)
 from sa_river.enqueue import (
     InsertManyParams,
     insert,
@@ -18,6 +28,8 @@ from sa_river.enqueue import (
     insert_many_fast_async,
 )
 from sa_river.errors import (
+    ConfigError,
+    FieldError,
     InvalidJobError,
     SaRiverError,
     SchemaNotReadyError,
@@ -25,7 +37,10 @@ from sa_river.errors import (
     UnserializableArgsError,
 )
 from sa_river.options import InsertOpts, UniqueOpts
+from sa_river.retry import RetryPolicy, default_retry_policy
 from sa_river.types import AttemptError, InsertResult, JobRow, JobState
+from sa_river.worker import Worker
+from sa_river.workers import Job, JobCancel, JobSnooze, Workers
 
 try:
     __version__ = version("sa_river")
@@ -34,23 +49,40 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
 
 __all__ = [
     "AttemptError",
+    "ConfigError",
+    "FieldError",
     "InsertManyParams",
     "InsertOpts",
     "InsertResult",
     "InvalidJobError",
+    "Job",
     "JobArgs",
+    "JobCancel",
     "JobRow",
+    "JobSnooze",
     "JobState",
+    "RetryPolicy",
     "SaRiverError",
     "SchemaNotReadyError",
     "UniqueOpts",
     "UnknownJobKindError",
     "UnserializableArgsError",
+    "Worker",
+    "WorkerConfig",
+    "Workers",
     "__version__",
+    "cancel_job",
+    "complete_in",
+    "default_retry_policy",
+    "get_job",
     "insert",
     "insert_async",
     "insert_many",
     "insert_many_async",
     "insert_many_fast",
     "insert_many_fast_async",
+    "list_jobs",
+    "pause_queue",
+    "resume_queue",
+    "retry_job",
 ]
