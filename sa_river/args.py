@@ -139,13 +139,14 @@ def _is_plain_json(value: Any) -> bool:
     return True
 
 
-@dataclass_transform(kw_only_default=False)
+@dataclass_transform(kw_only_default=False, frozen_default=False)
 class JobArgs:
     """Base class of typed job args; every subclass is a dataclass with a ``kind``.
 
-    Class keywords: ``kind`` (required, 1..127 characters) and ``insert_opts``
+    Class keywords: ``kind`` (required, 1..127 characters), ``insert_opts``
     (:class:`~sa_river.options.InsertOpts` defaults that every call's options override field by
-    field). Override :meth:`insert_opts` for defaults that depend on the instance.
+    field) and ``frozen`` (an immutable dataclass). Override :meth:`insert_opts` for defaults
+    that depend on the instance.
     """
 
     kind: ClassVar[str]
@@ -156,6 +157,7 @@ class JobArgs:
         *,
         kind: str | None = None,
         insert_opts: InsertOpts | None = None,
+        frozen: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init_subclass__(**kwargs)
@@ -167,8 +169,9 @@ class JobArgs:
             )
         if insert_opts is not None:
             cls._default_insert_opts = insert_opts
-        if "__dataclass_fields__" not in cls.__dict__:
-            dataclasses.dataclass(cls)
+        # Made a dataclass here, so don't decorate subclasses with @dataclass yourself:
+        # pass ``frozen=True`` as a class keyword instead.
+        dataclasses.dataclass(cls, frozen=frozen)
 
     def insert_opts(self) -> InsertOpts | None:
         """Default insert options for this job (the class's ``insert_opts=`` keyword)."""

@@ -83,15 +83,8 @@ class TestKindAndDataclass:
         assert SendWelcome(user_id=1).kind == "send_welcome"
         assert "kind" not in SendWelcome(user_id=1).to_dict()
 
-    @pytest.mark.xfail(
-        strict=True,
-        raises=dataclasses.FrozenInstanceError,
-        reason="known gap: __init_subclass__ makes the class a plain dataclass before an explicit "
-        "@dataclass(frozen=True) runs, so the frozen class keeps the non-frozen __init__",
-    )
-    def test_explicit_frozen_dataclass_decorator_is_respected(self) -> None:
-        @dataclasses.dataclass(frozen=True)
-        class Frozen(JobArgs, kind="frozen"):
+    def test_frozen_class_keyword_makes_an_immutable_dataclass(self) -> None:
+        class Frozen(JobArgs, kind="frozen", frozen=True):
             x: int
 
         job = Frozen(x=1)
