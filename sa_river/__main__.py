@@ -1,0 +1,5 @@
+import sys
+
+from sa_river.cli import main
+
+sys.exit(main())
