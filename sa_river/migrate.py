@@ -136,9 +136,11 @@ RIVER_TABLE_NAMES: frozenset[str] = frozenset(
         "river_migration",
         "river_notification",
         "river_queue",
+        "sa_river_client",  # sa_river's own worker heartbeats
     }
 )
-"""Every table River's schema has had; :func:`include_name` hides them from autogenerate."""
+"""Every table River's schema has had, and sa_river's own; :func:`include_name` hides them
+from autogenerate."""
 
 RIVER_ENUM_NAMES: frozenset[str] = frozenset({"river_job_state"})
 RIVER_FUNCTION_NAMES: frozenset[str] = frozenset({"river_job_state_in_bitmask", "river_job_notify"})

@@ -29,6 +29,7 @@ from sqlalchemy import (
     CheckConstraint,
     Enum,
     Index,
+    Integer,
     LargeBinary,
     MetaData,
     PrimaryKeyConstraint,
@@ -52,6 +53,7 @@ __all__ = [
     "RiverMigration",
     "RiverNotification",
     "RiverQueue",
+    "SaRiverClient",
 ]
 
 TIMESTAMPTZ = TIMESTAMP(timezone=True)
@@ -254,4 +256,33 @@ class RiverMigration(RiverBase):
         PrimaryKeyConstraint("line", "version"),
         CheckConstraint("char_length(line) > 0 AND char_length(line) < 128", name="line_length"),
         CheckConstraint("version >= 1", name="version_gte_1"),
+    )
+
+
+class SaRiverClient(RiverBase):
+    """sa_river's own heartbeat table (not River's): one row per live worker runner.
+
+    UNLOGGED: after a database crash the rows vanish, as a dead worker's row should. The
+    rescuer treats a running job whose ``attempted_by`` runner has no fresh heartbeat here as
+    abandoned.
+    """
+
+    __tablename__ = "sa_river_client"
+
+    id: Mapped[str] = mapped_column(Text, primary_key=True)
+    hostname: Mapped[str] = mapped_column(Text, nullable=False)
+    pid: Mapped[int] = mapped_column(Integer, nullable=False)
+    queues: Mapped[list[str]] = mapped_column(
+        ARRAY(Text), nullable=False, server_default=text("'{}'::text[]")
+    )
+    started_at: Mapped[datetime] = mapped_column(
+        TIMESTAMPTZ, nullable=False, server_default=text("now()")
+    )
+    heartbeat_at: Mapped[datetime] = mapped_column(
+        TIMESTAMPTZ, nullable=False, server_default=text("now()")
+    )
+
+    __table_args__ = (
+        CheckConstraint("char_length(id) > 0 AND char_length(id) < 128", name="id_length"),
+        {"prefixes": ["UNLOGGED"]},
     )

@@ -38,9 +38,16 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 VERSIONS_DIR = REPO_ROOT / "sa_river" / "migrations" / "versions"
 ALEMBIC_BIN = Path(sys.executable).with_name("alembic")
 
-HEAD = "sa_river_0008"
-REVISIONS = [f"sa_river_{n:04d}" for n in range(1, 9)]
-RIVER_TABLES = {"river_job", "river_leader", "river_migration", "river_notification", "river_queue"}
+HEAD = "sa_river_0009"
+REVISIONS = [f"sa_river_{n:04d}" for n in range(1, 10)]
+RIVER_TABLES = {
+    "river_job",
+    "river_leader",
+    "river_migration",
+    "river_notification",
+    "river_queue",
+    "sa_river_client",
+}
 
 
 # --- helpers ---------------------------------------------------------------------------------

@@ -66,6 +66,14 @@ COLUMNS: dict[str, list[tuple[str, str, bool, str | None]]] = {
         ("paused_at", TSTZ, False, None),
         ("updated_at", TSTZ, True, "CURRENT_TIMESTAMP"),
     ],
+    "sa_river_client": [
+        ("id", "text", True, None),
+        ("hostname", "text", True, None),
+        ("pid", "integer", True, None),
+        ("queues", "text[]", True, "'{}'::text[]"),
+        ("started_at", TSTZ, True, "now()"),
+        ("heartbeat_at", TSTZ, True, "now()"),
+    ],
 }
 
 FINALIZED_STATES = (
@@ -103,6 +111,10 @@ CONSTRAINTS: dict[str, dict[str, str]] = {
     },
     "river_queue": {
         "river_queue_pkey": "PRIMARY KEY (name)",
+    },
+    "sa_river_client": {
+        "id_length": "CHECK (((char_length(id) > 0) AND (char_length(id) < 128)))",
+        "sa_river_client_pkey": "PRIMARY KEY (id)",
     },
 }
 
@@ -144,6 +156,10 @@ INDEXES: dict[str, dict[str, str]] = {
         "river_queue_pkey": "CREATE UNIQUE INDEX river_queue_pkey ON public.river_queue "
         "USING btree (name)",
     },
+    "sa_river_client": {
+        "sa_river_client_pkey": "CREATE UNIQUE INDEX sa_river_client_pkey "
+        "ON public.sa_river_client USING btree (id)",
+    },
 }
 
 JOB_STATES = [
@@ -183,6 +199,7 @@ def test_exactly_the_river_tables_and_the_version_table(conn: sa.Connection) -> 
         ("river_notification", "p"),
         ("river_queue", "p"),
         ("sa_river_alembic_version", "p"),
+        ("sa_river_client", "u"),  # UNLOGGED, sa_river's own heartbeats
     ]
 
 

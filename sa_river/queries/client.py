@@ -1,0 +1,56 @@
+"""Statements on ``sa_river_client``, the worker heartbeat table (internal)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import Connection, Float, Table, delete, func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql import bindparam
+
+from sa_river.models import SaRiverClient
+
+__all__ = ["client_delete", "client_heartbeat", "client_list_alive"]
+
+client_table: Table = SaRiverClient.__table__  # type: ignore[assignment]
+
+
+def client_heartbeat(
+    conn: Connection, *, client_id: str, hostname: str, pid: int, queues: Sequence[str]
+) -> None:
+    """Create this runner's row or move its ``heartbeat_at`` to now."""
+    stmt = pg_insert(client_table).values(
+        id=client_id, hostname=hostname, pid=pid, queues=list(queues)
+    )
+    conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={"heartbeat_at": func.now(), "queues": stmt.excluded.queues},
+        )
+    )
+
+
+def client_delete(conn: Connection, client_id: str) -> None:
+    """Remove this runner's row (clean shutdown)."""
+    conn.execute(delete(client_table).where(client_table.c.id == client_id))
+
+
+def client_list_alive(
+    conn: Connection, within_seconds: float
+) -> list[tuple[str, str, int, list[str], datetime]]:
+    """``(id, hostname, pid, queues, heartbeat_at)`` of runners seen within the window."""
+    window = func.make_interval(0, 0, 0, 0, 0, 0, bindparam("within", type_=Float))
+    rows = conn.execute(
+        select(
+            client_table.c.id,
+            client_table.c.hostname,
+            client_table.c.pid,
+            client_table.c.queues,
+            client_table.c.heartbeat_at,
+        )
+        .where(client_table.c.heartbeat_at > func.now() - window)
+        .order_by(client_table.c.id),
+        {"within": within_seconds},
+    )
+    return [(r.id, r.hostname, r.pid, list(r.queues), r.heartbeat_at) for r in rows]
