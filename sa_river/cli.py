@@ -6,8 +6,14 @@ Commands::
     migrate down     [--database-url URL] --target REV     downgrade; REV "base" removes everything
     migrate current  [--database-url URL]                  print the applied revision(s)
     migrate sql      [--target REV] [--from REV]           print the offline SQL script
+    worker  --app MODULE:ATTR [--queue NAME=N ...] [--database-url URL] [--poll-only] ...
+                                                           run a worker until SIGTERM/SIGINT
+    enqueue --kind KIND [--args JSON] [--queue Q] ...      insert one job
+    demo    [-n N] [--database-url URL]                    enqueue demo jobs and work them
 
-``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable.
+``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable. ``worker``
+and ``demo`` with no URL at all start an embedded PostgreSQL (data in ``./.sa_river/``) and
+migrate it.
 ``migrate down`` has no default target on purpose: removing the queue's tables (and its jobs)
 must be asked for by name (``--target base``).
 
@@ -25,17 +31,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import logging
 import re
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 import alembic.util
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
 from sa_river import migrate
+from sa_river.errors import SaRiverError
 
 __all__ = [
     "EXIT_ERROR",
@@ -43,7 +51,10 @@ __all__ = [
     "EXIT_USAGE",
     "CliParser",
     "CommandFailed",
+    "add_demo_parser",
+    "add_enqueue_parser",
     "add_migrate_parser",
+    "add_worker_parser",
     "build_parser",
     "main",
     "redact_url",
@@ -85,6 +96,9 @@ def build_parser() -> CliParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_migrate_parser(commands)
+    add_worker_parser(commands)
+    add_enqueue_parser(commands)
+    add_demo_parser(commands)
     return parser
 
 
@@ -193,6 +207,249 @@ def cmd_migrate_sql(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+# --- worker, enqueue, demo ------------------------------------------------------------------
+
+
+def _queue_limit(text: str) -> tuple[str, int]:
+    name, sep, limit = text.partition("=")
+    if not sep or not name:
+        raise argparse.ArgumentTypeError(f"expected NAME=LIMIT, got {text!r}")
+    try:
+        return name, int(limit)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"limit of {name!r} must be an integer") from None
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    return value
+
+
+def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
+    """Register ``worker``."""
+    parser = commands.add_parser(
+        "worker",
+        help="run a worker: fetch and work jobs until SIGTERM/SIGINT",
+        description="Run a worker on its own connection pool. The first SIGTERM/SIGINT stops "
+        "it gracefully (running jobs finish, up to --shutdown-timeout); a second stops it hard.",
+    )
+    _add_database_url(parser)
+    parser.add_argument(
+        "--app",
+        required=True,
+        metavar="MODULE:ATTR",
+        help="where your sa_river.Workers registry lives, e.g. myapp.jobs:workers",
+    )
+    parser.add_argument(
+        "--queue",
+        dest="queues",
+        action="append",
+        type=_queue_limit,
+        metavar="NAME=N",
+        help="a queue and how many of its jobs run at once (repeatable; default: default=10)",
+    )
+    parser.add_argument("--id", dest="client_id", default=None, help="worker id (default: random)")
+    parser.add_argument(
+        "--poll-only", action="store_true", help="never LISTEN (PgBouncer transaction mode)"
+    )
+    parser.add_argument("--poll-interval", type=_seconds, default=None, metavar="S")
+    parser.add_argument("--shutdown-timeout", type=_seconds, default=None, metavar="S")
+    parser.add_argument(
+        "--job-timeout", type=_seconds, default=None, metavar="S", help="0 for no timeout"
+    )
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.set_defaults(handler=cmd_worker)
+
+
+def _load_workers(spec: str) -> Any:
+    from sa_river.workers import Workers
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise CommandFailed(f"--app must be MODULE:ATTR, got {spec!r}")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CommandFailed(f"cannot import {module_name!r} for --app: {exc}") from None
+    registry = getattr(module, attr, None)
+    if not isinstance(registry, Workers):
+        raise CommandFailed(f"{spec} is not a sa_river.Workers registry")
+    return registry
+
+
+def _database_url_or_embedded(args: argparse.Namespace, out: TextIO) -> str:
+    from sa_river.embedded import EMBEDDED_DATA_DIR_DEFAULT, embedded_database_url
+
+    url: str | None = args.database_url or migrate.database_url_from_env()
+    if url:
+        heads = migrate.command_current(url)
+        if set(heads) != set(migrate.head_revisions()):
+            raise CommandFailed(
+                f"the river tables in {redact_url(url)} are missing or out of date "
+                f"(at {_describe(heads)}): run python -m sa_river migrate up"
+            )
+        return url
+    url = embedded_database_url()
+    migrate.command_upgrade(url)
+    print(
+        f"no database URL given: using an embedded PostgreSQL (data in "
+        f"{EMBEDDED_DATA_DIR_DEFAULT}/), migrated to head",
+        file=out,
+    )
+    return url
+
+
+def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
+    from datetime import timedelta
+
+    from sa_river.logfmt import configure_logging
+    from sa_river.worker import Worker
+
+    configure_logging(args.log_level)
+    registry = _load_workers(args.app)
+    url = _database_url_or_embedded(args, out)
+    settings: dict[str, Any] = {"poll_only": args.poll_only}
+    if args.client_id:
+        settings["client_id"] = args.client_id
+    if args.poll_interval is not None:
+        settings["fetch_poll_interval"] = args.poll_interval
+    if args.shutdown_timeout is not None:
+        settings["shutdown_timeout"] = args.shutdown_timeout
+    if args.job_timeout is not None:
+        settings["job_timeout"] = timedelta(seconds=args.job_timeout) if args.job_timeout else None
+    queues = dict(args.queues) if args.queues else None
+    worker = Worker(url, registry, queues, **settings)
+    print(f"worker {worker.client_id} running {registry.kinds()}; Ctrl-C to stop", file=out)
+    out.flush()
+    worker.run()
+    return EXIT_OK
+
+
+def add_enqueue_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
+    """Register ``enqueue``."""
+    parser = commands.add_parser("enqueue", help="insert one job (for scripts and cron)")
+    _add_database_url(parser)
+    parser.add_argument("--kind", required=True)
+    parser.add_argument("--args", default="{}", metavar="JSON", help="a JSON object")
+    parser.add_argument("--queue", default=None)
+    parser.add_argument("--priority", type=int, default=None)
+    parser.add_argument("--max-attempts", type=int, default=None)
+    parser.add_argument("--scheduled-in", type=_seconds, default=None, metavar="S")
+    parser.add_argument("--tag", dest="tags", action="append", default=None)
+    parser.set_defaults(handler=cmd_enqueue)
+
+
+def cmd_enqueue(args: argparse.Namespace, out: TextIO) -> int:
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import create_engine
+
+    from sa_river.enqueue import insert
+    from sa_river.options import InsertOpts
+
+    try:
+        data = json.loads(args.args)
+    except ValueError as exc:
+        raise CommandFailed(f"--args is not valid JSON: {exc}") from None
+    scheduled_at = None
+    if args.scheduled_in:
+        scheduled_at = datetime.now(timezone.utc) + timedelta(seconds=args.scheduled_in)
+    opts = InsertOpts(
+        queue=args.queue,
+        priority=args.priority,
+        max_attempts=args.max_attempts,
+        scheduled_at=scheduled_at,
+        tags=args.tags,
+    )
+    engine = create_engine(_database_url(args), pool_size=1)
+    try:
+        result = insert(engine, (args.kind, data), opts)
+    finally:
+        engine.dispose()
+    job = result.job
+    note = " (unique duplicate)" if result.unique_skipped_as_duplicate else ""
+    print(f"job {job.id} {job.state.value} in queue {job.queue}{note}", file=out)
+    return EXIT_OK
+
+
+def add_demo_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
+    """Register ``demo``."""
+    parser = commands.add_parser(
+        "demo",
+        help="enqueue a batch of demo jobs and work them, with a progress bar",
+        description="Enqueue demo jobs (sa_river.examples.demo) and run a worker until they "
+        "are all finished. With no database URL an embedded PostgreSQL is used.",
+    )
+    _add_database_url(parser)
+    parser.add_argument("-n", "--count", type=int, default=300, help="jobs to enqueue")
+    parser.add_argument("--concurrency", type=int, default=20)
+    parser.add_argument("--timeout", type=_seconds, default=120.0, metavar="S")
+    parser.set_defaults(handler=cmd_demo)
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    import time
+
+    from sqlalchemy import create_engine
+
+    from sa_river.enqueue import InsertManyParams, insert_many
+    from sa_river.examples.demo import DEMO_OPTS, demo_jobs, workers
+    from sa_river.logfmt import configure_logging
+    from sa_river.queries.job import job_count_by_state, job_count_with_errors
+    from sa_river.types import JobState
+    from sa_river.worker import Worker
+
+    configure_logging("WARNING")
+    url = _database_url_or_embedded(args, out)
+    engine = create_engine(url, pool_size=1)
+    try:
+        results = insert_many(
+            engine, [InsertManyParams(job, DEMO_OPTS) for job in demo_jobs(args.count)]
+        )
+        ids = [r.job.id for r in results]
+        print(f"enqueued {len(results)} demo jobs; working them", file=out)
+        worker = Worker(url, workers, {"default": args.concurrency})
+        started = time.monotonic()
+        worker.start()
+        try:
+            done = 0
+            while time.monotonic() - started < args.timeout:
+                with engine.begin() as conn:
+                    done = job_count_by_state(conn, ids=ids).get(JobState.COMPLETED, 0)
+                _progress(out, done, len(results))
+                if done >= len(results):
+                    break
+                time.sleep(0.1)
+        finally:
+            worker.stop()
+        elapsed = time.monotonic() - started
+        with engine.begin() as conn:
+            retried = job_count_with_errors(conn, ids)
+        print(file=out)
+        print(
+            f"{done}/{len(results)} demo jobs completed in {elapsed:.1f}s "
+            f"({retried} needed a retry after an error)",
+            file=out,
+        )
+    finally:
+        engine.dispose()
+    return EXIT_OK if done >= len(results) else EXIT_ERROR
+
+
+def _progress(out: TextIO, done: int, total: int, width: int = 30) -> None:
+    filled = width * done // max(total, 1)
+    bar = "#" * filled + "-" * (width - filled)
+    end = "\r" if out.isatty() else "\n"
+    out.write(f"[{bar}] {done}/{total} completed{end}")
+    out.flush()
+
+
 # --- error reporting ------------------------------------------------------------------------
 
 _PASSWORD_IN_URL = re.compile(r":[^:/@\s]*@")
@@ -225,6 +482,7 @@ def _error_message(exc: BaseException, url: str | None) -> str:
 
 _KNOWN_ERRORS = (
     CommandFailed,
+    SaRiverError,
     alembic.util.CommandError,
     sqlalchemy.exc.ArgumentError,
     sqlalchemy.exc.DBAPIError,

@@ -622,3 +622,24 @@ def job_list(
     if after_id is not None:
         query = query.where(job_table.c.id > after_id)
     return [job_row_from_row(r) for r in conn.execute(query)]
+
+
+def job_count_by_state(
+    conn: Connection, *, kinds: Sequence[str] | None = None, ids: Sequence[int] | None = None
+) -> dict[JobState, int]:
+    """How many jobs are in each state (of the given kinds, or among the given ids)."""
+    query = select(job_table.c.state, func.count()).group_by(job_table.c.state)
+    if kinds:
+        query = query.where(job_table.c.kind.in_(list(kinds)))
+    if ids is not None:
+        query = query.where(job_table.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))))
+    return {JobState(state): int(n) for state, n in conn.execute(query, {"ids": list(ids or ())})}
+
+
+def job_count_with_errors(conn: Connection, ids: Sequence[int]) -> int:
+    """How many of the given jobs have at least one recorded error."""
+    query = select(func.count()).where(
+        job_table.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))),
+        job_table.c.errors.isnot(None),
+    )
+    return int(conn.execute(query, {"ids": list(ids)}).scalar_one())
