@@ -88,7 +88,7 @@ def prepare(args: ArgsLike, opts: InsertOpts | None = None) -> JobInsertParams:
         metadata = dict(metadata) if hasattr(metadata, "items") else metadata
     if not isinstance(metadata, dict):
         raise InvalidJobError("metadata", f"must be a dict, got {type(metadata).__name__}")
-    encoded_metadata = encode_json(metadata, field="metadata")
+    encoded_metadata = encode_json(metadata, field="metadata") if metadata else "{}"
     key: bytes | None = None
     states: str | None = None
     if merged.unique is not None:
@@ -99,7 +99,7 @@ def prepare(args: ArgsLike, opts: InsertOpts | None = None) -> JobInsertParams:
             encoded_args=encoded_args,
             queue=queue,
             scheduled_at=scheduled_at,
-            now=datetime.now(timezone.utc),
+            now=datetime.now(timezone.utc) if merged.unique.by_period else None,
         )
         states = states_bitmask(merged.unique.states())
     return JobInsertParams(
