@@ -37,6 +37,17 @@ COMPLETER_FLUSH_INTERVAL_DEFAULT = 0.1
 COMPLETER_BATCH_SIZE_DEFAULT = 100
 HEARTBEAT_INTERVAL_DEFAULT = 5.0
 POOL_TIMEOUT_DEFAULT = 5.0
+ELECT_INTERVAL_DEFAULT = 5.0
+LEADER_TTL_DEFAULT = 15.0
+RESCUER_INTERVAL_DEFAULT = 30.0
+RESCUE_HEARTBEAT_TTL_DEFAULT = 30.0
+RESCUE_STUCK_AFTER_DEFAULT = 3600.0
+CLEANER_INTERVAL_DEFAULT = 30.0
+COMPLETED_RETENTION_DEFAULT = 24 * 3600.0
+CANCELLED_RETENTION_DEFAULT = 24 * 3600.0
+DISCARDED_RETENTION_DEFAULT = 7 * 24 * 3600.0
+QUEUE_CLEANER_INTERVAL_DEFAULT = 60.0
+QUEUE_RETENTION_DEFAULT = 24 * 3600.0
 # A retry or snooze due sooner than this is stored as ``available`` (with its future
 # ``scheduled_at``) instead of waiting for the leader's scheduler, as River does.
 SCHEDULER_INTERVAL_DEFAULT = 5.0
@@ -61,7 +72,18 @@ class WorkerConfig:
     - ``completer_flush_interval`` / ``completer_batch_size``: completion batching;
     - ``heartbeat_interval``: how often the runner records that it is alive;
     - ``pool_timeout``: how long any internal service waits for a pooled connection;
-    - ``retry_policy``: default backoff for failed jobs.
+    - ``retry_policy``: default backoff for failed jobs;
+    - ``elect_interval`` / ``leader_ttl``: how often the elector tries or renews, and how long
+      a term lasts without renewal;
+    - ``scheduler_interval``: how often the leader makes due scheduled/retryable jobs available
+      (and the horizon under which a retry is stored ``available`` straight away);
+    - ``rescuer_interval``, ``rescue_heartbeat_ttl`` (a running job whose worker has not
+      heartbeated for this long is rescued), ``rescue_stuck_after`` (for a running job whose
+      worker never heartbeated in ``sa_river_client``, e.g. a River Go client);
+    - ``cleaner_interval`` and ``completed_retention`` / ``cancelled_retention`` /
+      ``discarded_retention`` (seconds; 0 keeps such jobs forever);
+    - ``queue_cleaner_interval`` / ``queue_retention``: idle ``river_queue`` rows removed;
+    - ``maintenance``: run the leader election and leader-only services at all.
     """
 
     queues: Mapping[str, int] = field(default_factory=lambda: dict(QUEUES_DEFAULT))
@@ -75,6 +97,18 @@ class WorkerConfig:
     heartbeat_interval: float = HEARTBEAT_INTERVAL_DEFAULT
     pool_timeout: float = POOL_TIMEOUT_DEFAULT
     scheduler_interval: float = SCHEDULER_INTERVAL_DEFAULT
+    elect_interval: float = ELECT_INTERVAL_DEFAULT
+    leader_ttl: float = LEADER_TTL_DEFAULT
+    rescuer_interval: float = RESCUER_INTERVAL_DEFAULT
+    rescue_heartbeat_ttl: float = RESCUE_HEARTBEAT_TTL_DEFAULT
+    rescue_stuck_after: float = RESCUE_STUCK_AFTER_DEFAULT
+    cleaner_interval: float = CLEANER_INTERVAL_DEFAULT
+    completed_retention: float = COMPLETED_RETENTION_DEFAULT
+    cancelled_retention: float = CANCELLED_RETENTION_DEFAULT
+    discarded_retention: float = DISCARDED_RETENTION_DEFAULT
+    queue_cleaner_interval: float = QUEUE_CLEANER_INTERVAL_DEFAULT
+    queue_retention: float = QUEUE_RETENTION_DEFAULT
+    maintenance: bool = True
     retry_policy: RetryPolicy = default_retry_policy
     client_id: str = field(default_factory=new_client_id)
 
@@ -97,12 +131,30 @@ class WorkerConfig:
             "completer_flush_interval",
             "heartbeat_interval",
             "pool_timeout",
+            "scheduler_interval",
+            "elect_interval",
+            "leader_ttl",
+            "rescuer_interval",
+            "rescue_heartbeat_ttl",
+            "rescue_stuck_after",
+            "cleaner_interval",
+            "completed_retention",
+            "cancelled_retention",
+            "discarded_retention",
+            "queue_cleaner_interval",
+            "queue_retention",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise ConfigError(name, f"must be a non-negative number, got {value!r}")
         if self.fetch_poll_interval <= 0:
             raise ConfigError("fetch_poll_interval", "must be positive")
+        if self.leader_ttl <= self.elect_interval + 1:
+            raise ConfigError(
+                "leader_ttl",
+                f"must exceed elect_interval + 1 s so a leader renews before its term ends, "
+                f"got ttl={self.leader_ttl} interval={self.elect_interval}",
+            )
         if self.completer_batch_size < 1:
             raise ConfigError("completer_batch_size", "must be at least 1")
         if self.job_timeout is not None and self.job_timeout <= timedelta(0):
