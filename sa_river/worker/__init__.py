@@ -56,7 +56,7 @@ def database_url(database: str | URL | Engine) -> URL:
     elif isinstance(database, str):
         try:
             url = make_url(database)
-        except ArgumentError:
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError(
                 "database_url",
                 f"cannot parse {database!r}; expected postgresql+psycopg://user@host/dbname",
@@ -65,6 +65,8 @@ def database_url(database: str | URL | Engine) -> URL:
         raise ConfigError(
             "database_url", f"expected a URL string, URL or Engine, got {type(database).__name__}"
         )
+    if url.get_backend_name() == "postgres":  # postgres://..., as Heroku and libpq spell it
+        url = url.set(drivername=_SYNC_DRIVER)
     if url.get_backend_name() != "postgresql":
         raise ConfigError(
             "database_url",
@@ -91,7 +93,12 @@ class Worker:
         **settings: Any,
     ) -> None:
         if config is None:
-            config = WorkerConfig(queues=dict(queues or QUEUES_DEFAULT), **settings)
+            # An empty mapping or a non-mapping is WorkerConfig's to reject (naming "queues"),
+            # not to be replaced by the default or to fail inside dict().
+            chosen: Any = dict(QUEUES_DEFAULT) if queues is None else queues
+            if isinstance(chosen, Mapping):
+                chosen = dict(chosen)
+            config = WorkerConfig(queues=chosen, **settings)
         elif queues is not None or settings:
             raise ConfigError("config", "pass either config= or queues/settings, not both")
         self.config = config

@@ -222,23 +222,39 @@ class Executor:
             self._settle(running, None)
 
     async def _run_async(self, running: _Running, timeout: timedelta | None) -> None:
-        assert running.handler is not None
-        try:
-            coro = running.handler.fn(running.job)
-            if timeout is None:
-                await coro
+        handler = running.handler
+        assert handler is not None
+        result: list[BaseException | None] = []
+
+        async def call() -> None:
+            # The handler's own exceptions are captured here rather than propagated, so that a
+            # TimeoutError it raises (asyncio.TimeoutError *is* TimeoutError on Python 3.11+)
+            # is recorded as itself and never taken for wait_for's timeout.
+            try:
+                await handler.fn(running.job)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:
+                result.append(exc)
             else:
-                await asyncio.wait_for(coro, timeout.total_seconds())
+                result.append(None)
+
+        try:
+            if timeout is None:
+                await call()
+            else:
+                await asyncio.wait_for(call(), timeout.total_seconds())
         except asyncio.TimeoutError:
             self._settle(running, _timeout_error(timeout))
         except asyncio.CancelledError:
             if running.job.cancel_requested.is_set():
                 self._settle(running, JobCancel("cancelled while running"))
-            # otherwise shutdown released the job; nothing to report
-        except BaseException as exc:
-            self._settle(running, exc)
+            else:
+                # Released at shutdown (already settled: this reports nothing), or the
+                # handler raised CancelledError itself: an error, so its slot is freed.
+                self._settle(running, RuntimeError("the handler was cancelled"))
         else:
-            self._settle(running, None)
+            self._settle(running, result[0] if result else None)
 
     def _settle(self, running: _Running, exc: BaseException | None) -> None:
         """Report the attempt's outcome exactly once, however many parties try."""

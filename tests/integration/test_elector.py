@@ -16,13 +16,13 @@ from sqlalchemy.engine import URL
 
 from sa_river.elector import Elector
 from sa_river.notifier import Notifier
-from sa_river.queries.notify import TOPIC_LEADERSHIP
 from sa_river.queries.leader import (
     leader_attempt_elect,
     leader_attempt_reelect,
     leader_get,
     leader_resign,
 )
+from sa_river.queries.notify import TOPIC_LEADERSHIP
 
 
 def wait_until(predicate: object, timeout: float, what: str) -> None:
