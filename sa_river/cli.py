@@ -10,6 +10,7 @@ Commands::
                                                            run a worker until SIGTERM/SIGINT
     enqueue --kind KIND [--args JSON] [--queue Q] ...      insert one job
     demo    [-n N] [--database-url URL]                    enqueue demo jobs and work them
+    status  [--database-url URL] [--json]                  leader, live workers, job counts
 
 ``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable. ``worker``
 and ``demo`` with no URL at all start an embedded PostgreSQL (data in ``./.sa_river/``) and
@@ -54,6 +55,7 @@ __all__ = [
     "add_demo_parser",
     "add_enqueue_parser",
     "add_migrate_parser",
+    "add_status_parser",
     "add_worker_parser",
     "build_parser",
     "main",
@@ -99,6 +101,7 @@ def build_parser() -> CliParser:
     add_worker_parser(commands)
     add_enqueue_parser(commands)
     add_demo_parser(commands)
+    add_status_parser(commands)
     return parser
 
 
@@ -450,6 +453,95 @@ def _progress(out: TextIO, done: int, total: int, width: int = 30) -> None:
     out.flush()
 
 
+def add_status_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
+    """Register ``status``."""
+    parser = commands.add_parser(
+        "status", help="print the current leader, live workers and job counts per queue"
+    )
+    _add_database_url(parser)
+    parser.add_argument(
+        "--alive-within",
+        type=_seconds,
+        default=30.0,
+        metavar="S",
+        help="a worker counts as live if it heartbeated this recently (default 30)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.set_defaults(handler=cmd_status)
+
+
+def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    import json
+
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    from sa_river.queries.client import client_list_alive
+    from sa_river.queries.job import job_count_by_queue_and_state
+    from sa_river.queries.leader import leader_get
+    from sa_river.types import JobState
+
+    engine = create_engine(_database_url(args), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            leader = leader_get(conn)
+            clients = client_list_alive(conn, args.alive_within)
+            counts = job_count_by_queue_and_state(conn)
+    finally:
+        engine.dispose()
+    states = list(JobState)
+    if args.json:
+        document = {
+            "leader": None
+            if leader is None
+            else {
+                "leader_id": leader.leader_id,
+                "elected_at": leader.elected_at.isoformat(),
+                "expires_at": leader.expires_at.isoformat(),
+            },
+            "workers": [
+                {"id": c[0], "hostname": c[1], "pid": c[2], "queues": c[3], "heartbeat_at": c[4]}
+                for c in clients
+            ],
+            "queues": {q: {s.value: n.get(s, 0) for s in states} for q, n in counts.items()},
+        }
+        print(json.dumps(document, default=str, indent=2), file=out)
+        return EXIT_OK
+    if leader is None:
+        print("leader: none", file=out)
+    else:
+        print(
+            f"leader: {leader.leader_id} (term {leader.elected_at.isoformat(timespec='seconds')},"
+            f" expires {leader.expires_at.isoformat(timespec='seconds')})",
+            file=out,
+        )
+    print(file=out)
+    _table(
+        out,
+        ["worker", "host", "pid", "queues", "last heartbeat"],
+        [
+            [c[0], c[1], str(c[2]), ",".join(c[3]), c[4].isoformat(timespec="seconds")]
+            for c in clients
+        ],
+    )
+    print(file=out)
+    _table(
+        out,
+        ["queue", *(s.value for s in states)],
+        [[q, *(str(n.get(s, 0)) for s in states)] for q, n in sorted(counts.items())],
+    )
+    return EXIT_OK
+
+
+def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True))
+        print(line.rstrip(), file=out)
+    if not rows:
+        print("(none)", file=out)
+
+
 # --- error reporting ------------------------------------------------------------------------
 
 _PASSWORD_IN_URL = re.compile(r":[^:/@\s]*@")
@@ -475,6 +567,11 @@ def _error_message(exc: BaseException, url: str | None) -> str:
         return f"malformed database URL{where}: {exc}"
     if isinstance(exc, sqlalchemy.exc.OperationalError):
         return f"cannot use database{where}: {exc.orig if exc.orig is not None else exc}"
+    if isinstance(exc, sqlalchemy.exc.ProgrammingError) and "does not exist" in str(exc.orig):
+        return (
+            f"the river tables in{where} are missing or out of date ({exc.orig}); "
+            "run: python -m sa_river migrate up"
+        )
     if isinstance(exc, sqlalchemy.exc.DBAPIError):
         return f"database error on{where}: {exc.orig if exc.orig is not None else exc}"
     return str(exc)

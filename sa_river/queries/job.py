@@ -643,3 +643,14 @@ def job_count_with_errors(conn: Connection, ids: Sequence[int]) -> int:
         job_table.c.errors.isnot(None),
     )
     return int(conn.execute(query, {"ids": list(ids)}).scalar_one())
+
+
+def job_count_by_queue_and_state(conn: Connection) -> dict[str, dict[JobState, int]]:
+    """Job counts per queue and state (for ``python -m sa_river status``)."""
+    query = select(job_table.c.queue, job_table.c.state, func.count()).group_by(
+        job_table.c.queue, job_table.c.state
+    )
+    counts: dict[str, dict[JobState, int]] = {}
+    for queue, state, n in conn.execute(query):
+        counts.setdefault(queue, {})[JobState(state)] = int(n)
+    return counts
