@@ -21,24 +21,30 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from sa_river.config import QUEUES_DEFAULT, WorkerConfig
+from sa_river.elector import Elector
 from sa_river.errors import ConfigError
+from sa_river.maintenance import QueueMaintainer
 from sa_river.notifier import Notifier
 from sa_river.queries.job import job_release_running
-from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT
+from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
+from sa_river.service import Service
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.executor import Executor
 from sa_river.worker.heartbeat import Heartbeat
 from sa_river.worker.producer import Producer
 from sa_river.workers import Workers
+
+if TYPE_CHECKING:
+    from sa_river.periodic import PeriodicJob
 
 __all__ = ["Worker", "database_url"]
 
@@ -90,6 +96,7 @@ class Worker:
         queues: Mapping[str, int] | None = None,
         *,
         config: WorkerConfig | None = None,
+        periodic_jobs: Sequence[PeriodicJob] = (),
         **settings: Any,
     ) -> None:
         if config is None:
@@ -106,7 +113,8 @@ class Worker:
         self.url = database_url(database)
         self.engine = create_engine(
             self.url,
-            pool_size=len(config.queues) + 4,
+            # producers, completer, heartbeat, elector, maintenance services, control
+            pool_size=len(config.queues) + 6,
             max_overflow=4,
             pool_timeout=config.pool_timeout,
             pool_pre_ping=True,
@@ -126,6 +134,21 @@ class Worker:
             queues=list(config.queues),
             interval=config.heartbeat_interval,
         )
+        self.periodic_jobs = list(periodic_jobs)
+        self.elector: Elector | None = None
+        self.maintainer: QueueMaintainer | None = None
+        if config.maintenance:
+            self.elector = Elector(
+                self.engine,
+                leader_id=config.client_id,
+                interval=config.elect_interval,
+                ttl=config.leader_ttl,
+                attempt_timeout=min(5.0, config.leader_ttl / 3),
+            )
+            self.maintainer = QueueMaintainer(self._maintenance_services)
+            self.elector.subscribe(self.maintainer.on_leadership)
+        elif self.periodic_jobs:
+            raise ConfigError("periodic_jobs", "periodic jobs need maintenance=True (a leader)")
         self._state_lock = threading.Lock()
         self._started = False
         self._stopping = False
@@ -176,8 +199,12 @@ class Worker:
             self.notifier = Notifier(self.url, connect_timeout=config.pool_timeout)
             self.notifier.subscribe(TOPIC_INSERT, self._on_insert)
             self.notifier.subscribe(TOPIC_CONTROL, self._on_control)
+            if self.elector is not None:
+                self.notifier.subscribe(TOPIC_LEADERSHIP, self.elector.on_leadership_notification)
             self.notifier.start()
         self.heartbeat.start()
+        if self.elector is not None:
+            self.elector.start()
         for producer in self.producers.values():
             producer.start()
         logger.info(
@@ -215,6 +242,8 @@ class Worker:
             producer.stop(0)
         for producer in self.producers.values():
             producer.stop(5)
+        # Resign early so another runner takes over leadership while our jobs finish.
+        self._stop_leadership()
         executor = self.executor
         assert executor is not None
         deadline = time.monotonic() + grace
@@ -251,7 +280,63 @@ class Worker:
                 exc,
             )
 
+    def _stop_leadership(self) -> None:
+        if self.elector is not None:
+            self.elector.stop(self.config.leader_ttl)
+        if self.maintainer is not None:
+            self.maintainer.stop()
+
+    def is_leader(self) -> bool:
+        """True while this runner is the elected leader (and runs the maintenance)."""
+        return self.elector is not None and self.elector.is_leader()
+
+    def _maintenance_services(self) -> list[Service]:
+        from sa_river.maintenance.cleaner import JobCleaner
+        from sa_river.maintenance.queue_cleaner import QueueCleaner
+        from sa_river.maintenance.rescuer import JobRescuer
+        from sa_river.maintenance.scheduler import JobScheduler
+
+        config = self.config
+        is_leader = self.is_leader
+        services: list[Service] = [
+            JobScheduler(
+                self.engine,
+                interval=config.scheduler_interval,
+                is_leader=is_leader,
+                lookahead=config.scheduler_interval,
+            ),
+            JobRescuer(
+                self.engine,
+                interval=config.rescuer_interval,
+                is_leader=is_leader,
+                heartbeat_ttl=config.rescue_heartbeat_ttl,
+                stuck_after=config.rescue_stuck_after,
+            ),
+            JobCleaner(
+                self.engine,
+                interval=config.cleaner_interval,
+                is_leader=is_leader,
+                completed_retention=config.completed_retention,
+                cancelled_retention=config.cancelled_retention,
+                discarded_retention=config.discarded_retention,
+            ),
+            QueueCleaner(
+                self.engine,
+                interval=config.queue_cleaner_interval,
+                is_leader=is_leader,
+                retention=config.queue_retention,
+            ),
+        ]
+        if self.periodic_jobs:
+            from sa_river.maintenance.periodic import PeriodicJobEnqueuer
+
+            services.append(
+                PeriodicJobEnqueuer(self.engine, jobs=self.periodic_jobs, is_leader=is_leader)
+            )
+        return services
+
     def _close(self) -> None:
+        self._stop_leadership()
         if self.notifier is not None:
             self.notifier.stop(2)
         self.heartbeat.stop(5)
