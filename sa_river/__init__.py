@@ -37,6 +37,7 @@ from sa_river.errors import (
     UnserializableArgsError,
 )
 from sa_river.options import InsertOpts, UniqueOpts
+from sa_river.periodic import PeriodicJob
 from sa_river.retry import RetryPolicy, default_retry_policy
 from sa_river.types import AttemptError, InsertResult, JobRow, JobState
 from sa_river.worker import Worker
@@ -61,6 +62,7 @@ __all__ = [
     "JobRow",
     "JobSnooze",
     "JobState",
+    "PeriodicJob",
     "RetryPolicy",
     "SaRiverError",
     "SchemaNotReadyError",

@@ -23,6 +23,7 @@ EXPECTED_PUBLIC_NAMES = {
     "JobRow",
     "JobSnooze",
     "JobState",
+    "PeriodicJob",
     "RetryPolicy",
     "SaRiverError",
     "SchemaNotReadyError",
