@@ -7,14 +7,15 @@ Commands::
     migrate current  [--database-url URL]                  print the applied revision(s)
     migrate sql      [--target REV] [--from REV]           print the offline SQL script
     worker  --app MODULE:ATTR [--queue NAME=N ...] [--database-url URL] [--poll-only] ...
-                                                           run a worker until SIGTERM/SIGINT
+            [--processes N]                                run a worker until SIGTERM/SIGINT
     enqueue --kind KIND [--args JSON] [--queue Q] ...      insert one job
     demo    [-n N] [--database-url URL]                    enqueue demo jobs and work them
     status  [--database-url URL] [--json]                  leader, live workers, job counts
+    bench   [-n N] [--processes P] [--concurrency C] ...   sa_river beside a raw-SQL ceiling
 
-``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable. ``worker``
-and ``demo`` with no URL at all start an embedded PostgreSQL (data in ``./.sa_river/``) and
-migrate it.
+``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable. ``worker``,
+``demo`` and ``bench`` with no URL at all start an embedded PostgreSQL (data in
+``./.sa_river/``); ``worker`` and ``demo`` migrate it.
 ``migrate down`` has no default target on purpose: removing the queue's tables (and its jobs)
 must be asked for by name (``--target base``).
 
@@ -34,7 +35,9 @@ import argparse
 import contextlib
 import importlib
 import logging
+import os
 import re
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
@@ -45,6 +48,7 @@ from sqlalchemy.engine import make_url
 
 from sa_river import migrate
 from sa_river.errors import SaRiverError
+from sa_river.supervisor import watch_supervisor
 
 __all__ = [
     "EXIT_ERROR",
@@ -52,6 +56,7 @@ __all__ = [
     "EXIT_USAGE",
     "CliParser",
     "CommandFailed",
+    "add_bench_parser",
     "add_demo_parser",
     "add_enqueue_parser",
     "add_migrate_parser",
@@ -102,6 +107,7 @@ def build_parser() -> CliParser:
     add_enqueue_parser(commands)
     add_demo_parser(commands)
     add_status_parser(commands)
+    add_bench_parser(commands)
     return parser
 
 
@@ -266,7 +272,36 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         "--job-timeout", type=_seconds, default=None, metavar="S", help="0 for no timeout"
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
+    parser.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="N",
+        help="run N worker processes under one supervisor that restarts any that die and "
+        "forwards SIGTERM/SIGINT (default 1: this process is the worker); --queue limits "
+        "apply to each process",
+    )
     parser.set_defaults(handler=cmd_worker)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
+    return value
 
 
 def _load_workers(spec: str) -> Any:
@@ -316,6 +351,8 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     configure_logging(args.log_level)
     registry = _load_workers(args.app)
     url = _database_url_or_embedded(args, out)
+    if args.processes > 1:
+        return _run_supervisor(args, url, out)
     settings: dict[str, Any] = {"poll_only": args.poll_only}
     if args.client_id:
         settings["client_id"] = args.client_id
@@ -329,8 +366,47 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     worker = Worker(url, registry, queues, **settings)
     print(f"worker {worker.client_id} running {registry.kinds()}; Ctrl-C to stop", file=out)
     out.flush()
+    watch_supervisor(lambda: os.kill(os.getpid(), signal.SIGTERM))
     worker.run()
     return EXIT_OK
+
+
+def _child_argv(args: argparse.Namespace, url: str, index: int) -> list[str]:
+    """The ``worker`` arguments of supervised child ``index``: this command's, minus
+    ``--processes``, with the resolved URL and, for ``--id X``, the id ``X-<index + 1>``."""
+    argv = ["worker", "--app", args.app, "--database-url", url, "--log-level", args.log_level]
+    for name, limit in args.queues or ():
+        argv += ["--queue", f"{name}={limit}"]
+    if args.client_id:
+        argv += ["--id", f"{args.client_id}-{index + 1}"]
+    if args.poll_only:
+        argv.append("--poll-only")
+    for option, value in (
+        ("--poll-interval", args.poll_interval),
+        ("--shutdown-timeout", args.shutdown_timeout),
+        ("--job-timeout", args.job_timeout),
+    ):
+        if value is not None:
+            argv += [option, repr(value)]
+    return argv
+
+
+def _run_supervisor(args: argparse.Namespace, url: str, out: TextIO) -> int:
+    from functools import partial
+
+    from sa_river.config import SHUTDOWN_TIMEOUT_DEFAULT
+    from sa_river.supervisor import Supervisor
+
+    shutdown = SHUTDOWN_TIMEOUT_DEFAULT if args.shutdown_timeout is None else args.shutdown_timeout
+    supervisor = Supervisor(
+        partial(_child_argv, args, url), args.processes, stop_timeout=shutdown + 15.0
+    )
+    print(
+        f"supervisor {os.getpid()} running {args.processes} worker processes; Ctrl-C to stop",
+        file=out,
+    )
+    out.flush()
+    return supervisor.run()
 
 
 def add_enqueue_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
@@ -540,6 +616,86 @@ def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:
         print(line.rstrip(), file=out)
     if not rows:
         print("(none)", file=out)
+
+
+# --- bench ------------------------------------------------------------------------------------
+
+
+def add_bench_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
+    """Register ``bench``."""
+    from sa_river.bench import WORKLOADS
+
+    parser = commands.add_parser(
+        "bench",
+        help="benchmark enqueue, work and pickup latency beside a raw-SQL ceiling",
+        description="Run each workload through sa_river and as a minimal raw psycopg loop on "
+        "scratch databases of the server (created and dropped), and print one table with "
+        "the ratio of each sa_river figure to its ceiling. With no database URL the embedded "
+        "PostgreSQL is used. Progress goes to stderr.",
+    )
+    _add_database_url(parser)
+    parser.add_argument("-n", type=_positive_int, default=20000, help="jobs per workload")
+    parser.add_argument(
+        "--processes",
+        type=_positive_int,
+        default=1,
+        metavar="P",
+        help="worker processes (and raw drainer processes) for burn-down and continuous",
+    )
+    parser.add_argument(
+        "--concurrency", type=_positive_int, default=100, metavar="C", help="slots per process"
+    )
+    parser.add_argument(
+        "--duration",
+        type=_seconds,
+        default=10.0,
+        metavar="S",
+        help="seconds of the continuous workload; latency inserts for S/2 seconds at 50/s",
+    )
+    parser.add_argument(
+        "--retained",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="first fill N finalised rows, to show fetching stays index-backed at scale",
+    )
+    parser.add_argument(
+        "--rounds", type=_positive_int, default=1, help="rounds per workload (the median wins)"
+    )
+    parser.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        metavar="LIST",
+        help="comma-separated subset of: " + ", ".join(WORKLOADS),
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON instead of the table")
+    parser.set_defaults(handler=cmd_bench)
+
+
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    from sa_river.bench import WORKLOADS, BenchOptions, bench_main, default_server_url
+
+    chosen = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
+    unknown = sorted(set(chosen) - set(WORKLOADS))
+    if unknown or not chosen:
+        raise CommandFailed(
+            f"unknown workload(s) {', '.join(unknown) or '(none)'}; choose from "
+            + ", ".join(WORKLOADS)
+        )
+    server_url, note = default_server_url(args.database_url)
+    if note:
+        print(note, file=sys.stderr)
+    options = BenchOptions(
+        server_url=server_url,
+        n=args.n,
+        processes=args.processes,
+        concurrency=args.concurrency,
+        duration=args.duration,
+        retained=args.retained,
+        rounds=args.rounds,
+        workloads=tuple(w for w in WORKLOADS if w in chosen),
+    )
+    return bench_main(options, out, sys.stderr, args.json)
 
 
 # --- error reporting ------------------------------------------------------------------------

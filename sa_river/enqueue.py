@@ -17,9 +17,10 @@ as it was.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import partial
 from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import Connection
@@ -57,6 +58,22 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
+
+AFTER_INSERT_HOOKS: list[Callable[[Connection, list[InsertResult]], None]] = []
+"""Called as ``hook(connection, results)`` after each sync :func:`insert` / :func:`insert_many`,
+in the inserting transaction. Empty (and free) unless :func:`sa_river.testing.inline` is on."""
+
+
+def _with_after_insert_hooks(
+    fn: Callable[[Connection], list[InsertResult]],
+) -> Callable[[Connection], list[InsertResult]]:
+    def hooked(conn: Connection) -> list[InsertResult]:
+        results = fn(conn)
+        for hook in tuple(AFTER_INSERT_HOOKS):
+            hook(conn, results)
+        return results
+
+    return hooked
 
 
 @dataclass(frozen=True)
@@ -156,6 +173,11 @@ def _insert_prepared(conn: Connection, params: Sequence[JobInsertParams]) -> lis
     return results
 
 
+def _insert_one(conn: Connection, params: JobInsertParams) -> InsertResult:
+    row, skipped = job_queries.job_insert_one(conn, params)
+    return InsertResult(job=row, unique_skipped_as_duplicate=skipped)
+
+
 def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -> InsertResult:
     """Insert one job in ``target``'s transaction.
 
@@ -167,8 +189,11 @@ def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -
     >>> result.job.state                                                          # doctest: +SKIP
     <JobState.AVAILABLE: 'available'>
     """
-    params = [prepare(args, opts)]
-    return run_sync(target, lambda conn: _insert_prepared(conn, params), what="insert")[0]
+    params = prepare(args, opts)
+    if AFTER_INSERT_HOOKS:
+        hooked = _with_after_insert_hooks(lambda conn: [_insert_one(conn, params)])
+        return run_sync(target, hooked, what="insert")[0]
+    return run_sync(target, partial(_insert_one, params=params), what="insert")
 
 
 def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[InsertResult]:
@@ -178,6 +203,9 @@ def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[Ins
     their own options. Unique jobs are honoured, including duplicates within the batch.
     """
     params = _prepare_many(items)
+    if AFTER_INSERT_HOOKS:
+        hooked = _with_after_insert_hooks(lambda conn: _insert_prepared(conn, params))
+        return run_sync(target, hooked, what="insert_many")
     return run_sync(target, lambda conn: _insert_prepared(conn, params), what="insert_many")
 
 
@@ -207,8 +235,8 @@ async def insert_async(
     target: AsyncTarget, args: ArgsLike, opts: InsertOpts | None = None
 ) -> InsertResult:
     """Async twin of :func:`insert` for ``AsyncSession``/``AsyncConnection``/``AsyncEngine``."""
-    params = [prepare(args, opts)]
-    return (await run_async(target, lambda conn: _insert_prepared(conn, params), what="insert"))[0]
+    params = prepare(args, opts)
+    return await run_async(target, partial(_insert_one, params=params), what="insert")
 
 
 async def insert_many_async(

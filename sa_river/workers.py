@@ -35,6 +35,7 @@ A = TypeVar("A")
 JobArgsT = TypeVar("JobArgsT", bound=JobArgs)
 
 _UNSET: Any = object()
+_CANCEL_EVENT_LOCK = threading.Lock()
 
 
 class JobCancel(Exception):
@@ -64,7 +65,20 @@ class Job(Generic[A]):
 
     row: JobRow
     args: A
-    cancel_requested: threading.Event = field(default_factory=threading.Event, repr=False)
+    # Created on first use: most jobs are never cancelled, and an Event (a Condition and two
+    # locks) per job is a measurable share of a no-op job's cost.
+    _cancel_requested: threading.Event | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> threading.Event:
+        """Set when someone cancels the running job (``cancel_job``)."""
+        event = self._cancel_requested
+        if event is None:
+            with _CANCEL_EVENT_LOCK:
+                event = self._cancel_requested
+                if event is None:
+                    event = self._cancel_requested = threading.Event()
+        return event
 
     @property
     def id(self) -> int:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -103,7 +104,9 @@ def _insert_many_statement() -> Any:
         cast(source.c.args, JSONB),
         source.c.kind,
         source.c.max_attempts,
-        cast(source.c.metadata, JSONB),
+        # Empty metadata and tags travel as NULL: psycopg quotes and escapes every text array
+        # element with a regular expression, and "{}" and "" both need quoting.
+        func.coalesce(cast(source.c.metadata, JSONB), literal_column("'{}'::jsonb")),
         source.c.priority,
         source.c.queue,
         func.coalesce(source.c.scheduled_at, now),
@@ -115,7 +118,10 @@ def _insert_many_statement() -> Any:
             ),
             JOB_STATE_ENUM,
         ),
-        func.string_to_array(source.c.tags, literal(",", Text)),
+        func.coalesce(
+            func.string_to_array(source.c.tags, literal(",", Text)),
+            literal_column("'{}'::varchar[]"),
+        ),
         source.c.unique_key,
         cast(source.c.unique_states, BIT(8)),
     ).order_by(source.c.ordinality)
@@ -173,6 +179,129 @@ def _insert_many_statement() -> Any:
 _INSERT_MANY = _insert_many_statement()
 
 
+def _insert_one_statement() -> Any:
+    """One job as a plain ``INSERT ... VALUES``: the web-request case.
+
+    The same columns, state rule, ``ON CONFLICT`` clause and notification as
+    :func:`_insert_many_statement`, without the 11-array ``unnest`` a single row does not need.
+    A job without a unique key never matches the unique index's predicate, so the clause costs
+    nothing for it.
+    """
+    now = func.now()
+    scheduled_at = bindparam("scheduled_at", type_=TIMESTAMP(timezone=True))
+    state = case(
+        (bindparam("pending", type_=Boolean), literal("pending", Text)),
+        (scheduled_at > now, literal("scheduled", Text)),
+        else_=literal("available", Text),
+    )
+    insert = (
+        pg_insert(job_table)
+        .values(
+            args=cast(bindparam("args", type_=Text), JSONB),
+            kind=bindparam("kind", type_=Text),
+            max_attempts=bindparam("max_attempts", type_=SmallInteger),
+            metadata=cast(bindparam("metadata", type_=Text), JSONB),
+            priority=bindparam("priority", type_=SmallInteger),
+            queue=bindparam("queue", type_=Text),
+            scheduled_at=func.coalesce(scheduled_at, now),
+            state=cast(state, JOB_STATE_ENUM),
+            tags=bindparam("tags", type_=ARRAY(Text)),
+            unique_key=bindparam("unique_key", type_=LargeBinary),
+            unique_states=cast(bindparam("unique_states", type_=Text), BIT(8)),
+        )
+        .on_conflict_do_update(
+            index_elements=[job_table.c.unique_key],
+            index_where=text(UNIQUE_INDEX_PREDICATE),
+            set_={"kind": job_table.c.kind},
+        )
+        .returning(
+            job_table.c.id,
+            job_table.c.state,
+            job_table.c.created_at,
+            job_table.c.scheduled_at,
+            job_table.c.queue,
+            literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
+        )
+    )
+    inserted = insert.cte("inserted")
+    notified = (
+        select(
+            func.pg_notify(
+                channel_expr(TOPIC_INSERT),
+                cast(func.json_build_object(literal("queue", Text), inserted.c.queue), Text),
+            )
+        )
+        .where(
+            inserted.c.state == JobState.AVAILABLE,
+            inserted.c.unique_skipped_as_duplicate.is_(False),
+        )
+        .scalar_subquery()
+    )
+    return select(
+        inserted.c.id,
+        inserted.c.state,
+        inserted.c.created_at,
+        inserted.c.scheduled_at,
+        inserted.c.unique_skipped_as_duplicate,
+        notified.label("notified"),
+    )
+
+
+_INSERT_ONE = _insert_one_statement()
+
+
+def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
+    """Insert one job in one round trip; ``(row, skipped_as_duplicate)``."""
+    row = conn.execute(
+        _INSERT_ONE,
+        {
+            "args": p.args,
+            "kind": p.kind,
+            "max_attempts": p.max_attempts,
+            "metadata": p.metadata,
+            "priority": p.priority,
+            "queue": p.queue,
+            "scheduled_at": p.scheduled_at,
+            "pending": p.pending,
+            "tags": list(p.tags),
+            "unique_key": p.unique_key,
+            "unique_states": p.unique_states,
+        },
+    ).one()
+    job_id, state, created_at, scheduled_at, skipped = row[:5]
+    if skipped:
+        # The live duplicate: nothing was written, and its row is not the one we sent.
+        duplicate = job_get(conn, job_id)
+        if duplicate is None:  # pragma: no cover - it was just returned in this transaction
+            raise RuntimeError(f"unique duplicate {job_id} vanished")
+        return duplicate, True
+    # A new row holds exactly what was sent plus the server's defaults: returning only those
+    # keeps the result to five columns (its description and decoding are a large share of a
+    # single insert's client-side cost).
+    new = _new_job_row(JobRow)
+    new.__dict__.update(
+        id=job_id,
+        state=state,
+        attempt=0,
+        max_attempts=p.max_attempts,
+        attempted_at=None,
+        created_at=created_at,
+        finalized_at=None,
+        scheduled_at=scheduled_at,
+        priority=p.priority,
+        args=json.loads(p.args),
+        attempted_by=[],
+        errors=[],
+        kind=p.kind,
+        metadata=json.loads(p.metadata) if p.metadata != "{}" else {},
+        queue=p.queue,
+        tags=list(p.tags),
+        unique_key=p.unique_key,
+        unique_states=None if p.unique_states is None else _bitmask_states(p.unique_states),
+    )
+    return new, False
+
+
 def job_insert_many(
     conn: Connection, params: Sequence[JobInsertParams]
 ) -> list[tuple[JobRow, bool]]:
@@ -189,12 +318,12 @@ def job_insert_many(
             "args": [p.args for p in params],
             "kind": [p.kind for p in params],
             "max_attempts": [p.max_attempts for p in params],
-            "metadata": [p.metadata for p in params],
+            "metadata": [None if p.metadata == "{}" else p.metadata for p in params],
             "priority": [p.priority for p in params],
             "queue": [p.queue for p in params],
             "scheduled_at": [p.scheduled_at for p in params],
             "pending": [p.pending for p in params],
-            "tags": [",".join(p.tags) for p in params],
+            "tags": [",".join(p.tags) if p.tags else None for p in params],
             "unique_key": [p.unique_key for p in params],
             "unique_states": [p.unique_states for p in params],
         },
@@ -207,9 +336,9 @@ def job_insert_many(
     out: list[tuple[JobRow, bool]] = []
     for p in params:
         if p.unique_key is not None and p.unique_key in duplicates:
-            out.append((job_row_from_row(duplicates[p.unique_key]), True))
+            out.append((_job_row(duplicates[p.unique_key]), True))
         else:
-            out.append((job_row_from_row(next(fresh)), False))
+            out.append((_job_row(next(fresh)), False))
     return out
 
 
@@ -329,6 +458,65 @@ def job_row_from_row(row: Row[Any] | Mapping[str, Any]) -> JobRow:
     )
 
 
+_JOB_COLUMNS = tuple(c.key for c in job_table.c)
+_JOB_ROW_FIELDS = tuple(f.name for f in fields(JobRow))
+assert (*_JOB_ROW_FIELDS[:13], "metadata", *_JOB_ROW_FIELDS[14:]) == _JOB_COLUMNS, _JOB_COLUMNS
+_new_job_row = object.__new__
+
+
+def _job_row(values: Sequence[Any]) -> JobRow:
+    """:func:`job_row_from_row` for a row whose first columns are ``river_job``'s, in table order
+    (``select(job_table)``, ``RETURNING *``): the hot paths' decoder.
+
+    Positional, and it fills the frozen dataclass's ``__dict__`` directly instead of going
+    through the generated ``__init__`` (18 ``object.__setattr__`` calls): the same object,
+    about three times cheaper. Columns are already Python values (the state enum is decoded by
+    its SQLAlchemy type).
+    """
+    (
+        id_,
+        state,
+        attempt,
+        max_attempts,
+        attempted_at,
+        created_at,
+        finalized_at,
+        scheduled_at,
+        priority,
+        args,
+        attempted_by,
+        errors,
+        kind,
+        metadata,
+        queue,
+        tags,
+        unique_key,
+        unique_states,
+    ) = values[:18]
+    row = _new_job_row(JobRow)
+    row.__dict__.update(
+        id=id_,
+        state=state if state.__class__ is JobState else JobState(state),
+        attempt=attempt,
+        max_attempts=max_attempts,
+        attempted_at=attempted_at,
+        created_at=created_at,
+        finalized_at=finalized_at,
+        scheduled_at=scheduled_at,
+        priority=priority,
+        args=args,
+        attempted_by=attempted_by if attempted_by is not None else [],
+        errors=[AttemptError.from_json(e) for e in errors] if errors else [],
+        kind=kind,
+        metadata=metadata,
+        queue=queue,
+        tags=tags if tags is not None else [],
+        unique_key=bytes(unique_key) if unique_key is not None else None,
+        unique_states=_bitmask_states(unique_states) if unique_states is not None else None,
+    )
+    return row
+
+
 def _bitmask_states(bitmask: str) -> frozenset[JobState]:
     from sa_river.unique import bitmask_states
 
@@ -383,13 +571,39 @@ def job_get_available(conn: Connection, *, queue: str, limit: int, client_id: st
 
     ``FOR UPDATE SKIP LOCKED`` lets any number of workers fetch at once without waiting on or
     taking each other's jobs; a paused queue yields nothing.
+    The jobs of one fetch start together, so the rows come back in the order the UPDATE
+    returns them: sorting them again would cost time and change nothing.
     """
     rows = conn.execute(
         _FETCH, {"fetch_queue": queue, "fetch_limit": limit, "client_id": client_id}
     ).all()
-    return sorted(
-        (job_row_from_row(r) for r in rows), key=lambda j: (j.priority, j.scheduled_at, j.id)
+    return [_job_row(r) for r in rows]
+
+
+def job_fetch_plan(conn: Connection, *, queue: str = "default", limit: int = 100) -> list[str]:
+    """``EXPLAIN`` of the fetch statement (not run: nothing is locked or changed)."""
+    compiled = _FETCH.compile(dialect=conn.dialect)
+    params = compiled.construct_params(
+        {"fetch_queue": queue, "fetch_limit": limit, "client_id": "explain"}
     )
+    values = {k: v.value if isinstance(v, JobState) else v for k, v in params.items()}
+    rows = conn.exec_driver_sql(f"EXPLAIN {compiled.string}", values).all()
+    return [str(r[0]) for r in rows]
+
+
+def fetch_plan_index(plan: Sequence[str]) -> str | None:
+    """The index the fetch's locking scan uses, or ``None`` when it scans the table."""
+    for line in plan:  # the locking scan is the plan's first scan of river_job
+        words = line.replace("->", " ").split()
+        if "Scan" not in words:
+            continue
+        if words[:3] == ["Bitmap", "Index", "Scan"] and words[4].startswith("river_job_"):
+            return words[4]
+        if "using" in words and "on" in words and words[words.index("on") + 1] == "river_job":
+            return words[words.index("using") + 1]
+        if words[:2] == ["Seq", "Scan"] and words[3] == "river_job":
+            return None
+    return None
 
 
 @dataclass(frozen=True)
@@ -493,6 +707,44 @@ def job_set_state_if_running_many(
         },
     ).all()
     return {r.id: JobState(r.state) for r in rows}
+
+
+def _complete_many_statement() -> Any:
+    ids = (
+        func.unnest(bindparam("c_id", type_=ARRAY(BigInteger)))
+        .table_valued("id")
+        .render_derived(name="done")
+    )
+    return (
+        update(job_table)
+        .where(job_table.c.id == ids.c.id, job_table.c.state == JobState.RUNNING)
+        .values(state=JobState.COMPLETED, finalized_at=func.now())
+    )
+
+
+_COMPLETE_MANY = _complete_many_statement()
+
+
+def job_record_outcomes(conn: Connection, outcomes: Sequence[JobSetStateParams | int]) -> int:
+    """Record attempts' outcomes, only on rows still ``running``; how many rows changed.
+
+    The completer's statement. An ``int`` is the id of a job whose handler returned: those go
+    through one plain ``completed`` UPDATE (the common case, with nothing to decide per row);
+    every other outcome through :func:`job_set_state_if_running_many`'s statement.
+    """
+    completed: list[int] = []
+    others: list[JobSetStateParams] = []
+    for o in outcomes:
+        if isinstance(o, JobSetStateParams):
+            others.append(o)
+        else:
+            completed.append(o)
+    changed = 0
+    if completed:
+        changed += conn.execute(_COMPLETE_MANY, {"c_id": completed}).rowcount
+    if others:
+        changed += len(job_set_state_if_running_many(conn, others))
+    return changed
 
 
 def job_complete_if_running(conn: Connection, job_id: int) -> bool:

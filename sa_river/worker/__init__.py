@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.engine import URL, make_url
@@ -34,6 +34,7 @@ from sa_river.elector import Elector
 from sa_river.errors import ConfigError
 from sa_river.maintenance import QueueMaintainer
 from sa_river.notifier import Notifier
+from sa_river.periodic import PeriodicJob, validate_periodic_jobs
 from sa_river.queries.job import job_release_running
 from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
 from sa_river.service import Service
@@ -42,9 +43,6 @@ from sa_river.worker.executor import Executor
 from sa_river.worker.heartbeat import Heartbeat
 from sa_river.worker.producer import Producer
 from sa_river.workers import Workers
-
-if TYPE_CHECKING:
-    from sa_river.periodic import PeriodicJob
 
 __all__ = ["Worker", "database_url"]
 
@@ -134,7 +132,7 @@ class Worker:
             queues=list(config.queues),
             interval=config.heartbeat_interval,
         )
-        self.periodic_jobs = list(periodic_jobs)
+        self.periodic_jobs = validate_periodic_jobs(periodic_jobs)
         self.elector: Elector | None = None
         self.maintainer: QueueMaintainer | None = None
         if config.maintenance:
@@ -180,6 +178,7 @@ class Worker:
         self.executor = Executor(
             self.workers,
             self.completer.add,
+            report_completed=self.completer.complete,
             threads=config.total_slots,
             default_timeout=config.job_timeout,
             retry_policy=config.retry_policy,
@@ -191,7 +190,7 @@ class Worker:
                 queue=queue,
                 limit=limit,
                 client_id=config.client_id,
-                execute=self.executor.execute,
+                execute=self.executor.execute_many,
                 poll_interval=config.fetch_poll_interval,
                 cooldown=config.fetch_cooldown,
             )

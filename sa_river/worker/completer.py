@@ -5,31 +5,38 @@ Outcomes queue up and are written by one UPDATE per batch, at the latest every
 the database falls behind, executors block on :meth:`BatchCompleter.add`, which stops slots
 being freed, which stops fetching (back-pressure). A batch that fails to write is retried with
 backoff, never dropped; the UPDATE only touches rows still ``running``.
+
+A job whose handler returned is queued as its bare id (:meth:`BatchCompleter.complete`) and
+written by a plain ``completed`` UPDATE; other outcomes carry their error, delay or snooze.
+The completer holds one autocommit connection of the runner's pool: each statement is its own
+transaction, so a batch costs one round trip per statement.
 """
 
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
+from contextlib import suppress
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from sa_river.queries.job import JobSetStateParams, job_set_state_if_running_many
+from sa_river.queries.job import JobSetStateParams, job_record_outcomes
 from sa_river.service import Service
 
 __all__ = ["BatchCompleter"]
 
 logger = logging.getLogger("sa_river.completer")
 
-_STOP = object()
 _BACKOFF_MAX = 5.0
+
+Outcome = JobSetStateParams | int
 
 
 class BatchCompleter(Service):
-    """Collects :class:`~sa_river.queries.job.JobSetStateParams` and writes them in batches."""
+    """Collects outcomes (:class:`~sa_river.queries.job.JobSetStateParams`, or the id of a
+    completed job) and writes them in batches."""
 
     def __init__(
         self,
@@ -44,73 +51,104 @@ class BatchCompleter(Service):
         self._engine = engine
         self._flush_interval = flush_interval
         self._batch_size = batch_size
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=max_pending or batch_size * 50)
+        self._max_pending = max_pending or batch_size * 50
         self._give_up_after = give_up_after
-        self._idle = threading.Condition()
-        self._unwritten = 0
+        lock = threading.Lock()
+        self._has_work = threading.Condition(lock)  # the writer waits on this
+        self._space = threading.Condition(lock)  # back-pressured adders and wait_flushed
+        self._pending: list[Outcome] = []
+        self._unwritten = 0  # queued or being written
+        self._stop_requested = False
+        self._conn: Connection | None = None
         self.completed_count = 0
 
-    def add(self, outcome: JobSetStateParams) -> None:
-        """Queue one outcome; blocks while the queue is full (back-pressure)."""
-        with self._idle:
+    def add(self, outcome: Outcome) -> None:
+        """Queue one outcome; blocks while too many are unwritten (back-pressure)."""
+        with self._has_work:
+            while self._unwritten >= self._max_pending and not self.stopped.is_set():
+                self._space.wait(0.5)
+            pending = self._pending
+            pending.append(outcome)
             self._unwritten += 1
-        self._queue.put(outcome)
+            # The writer waits for a first outcome, then for a full batch.
+            if len(pending) == 1 or len(pending) == self._batch_size:
+                self._has_work.notify()
+
+    def complete(self, job_id: int) -> None:
+        """Queue the outcome of an attempt whose handler returned: ``completed``."""
+        self.add(job_id)
 
     def wait_flushed(self, timeout: float) -> bool:
         """Wait until every outcome added so far is written; true if it was in time."""
         deadline = time.monotonic() + timeout
-        with self._idle:
+        with self._space:
             while self._unwritten:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
-                self._idle.wait(remaining)
+                self._space.wait(remaining)
         return True
 
     def stop(self, timeout: float | None = None) -> bool:
         """Write everything queued, then end."""
-        self._queue.put(_STOP)
+        with self._has_work:
+            self._stop_requested = True
+            self._has_work.notify()
         return super().stop(timeout)
 
-    def run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is _STOP:
-                break
-            batch = [first]
+    def _next_batch(self) -> list[Outcome] | None:
+        """Block until a batch is due; ``None`` once stopped with nothing left."""
+        with self._has_work:
+            while not self._pending:
+                if self._stop_requested:
+                    return None
+                self._has_work.wait()
+            # Wait for more only until the flush deadline, and not at all when stopping.
             deadline = time.monotonic() + self._flush_interval
-            # Take whatever is already waiting; then wait for more only until the deadline.
-            while True:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    if len(batch) >= self._batch_size:
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        item = self._queue.get(timeout=remaining)
-                    except queue.Empty:
-                        break
-                if item is _STOP:
-                    stopping = True
+            while len(self._pending) < self._batch_size and not self._stop_requested:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
                     break
-                batch.append(item)
-                if len(batch) >= self._batch_size * 10:
-                    break
-            self._write([b for b in batch if isinstance(b, JobSetStateParams)])
+                self._has_work.wait(remaining)
+            limit = self._batch_size * 10
+            batch = self._pending[:limit]
+            del self._pending[:limit]
+            return batch
 
-    def _write(self, batch: list[JobSetStateParams]) -> None:
+    def run(self) -> None:
+        try:
+            while True:
+                batch = self._next_batch()
+                if batch is None:
+                    return
+                self._write(batch)
+        finally:
+            self._drop_connection(invalidate=False)
+
+    def _drop_connection(self, *, invalidate: bool) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with suppress(Exception):
+                if invalidate:
+                    conn.invalidate()
+                conn.close()
+
+    def _write(self, batch: list[Outcome]) -> None:
         backoff = 0.05
         started = time.monotonic()
+        changed = 0
         while True:
             try:
-                with self._engine.begin() as conn:
-                    changed = job_set_state_if_running_many(conn, batch)
+                conn = self._conn
+                if conn is None:
+                    conn = self._conn = self._engine.connect().execution_options(
+                        isolation_level="AUTOCOMMIT"
+                    )
+                with conn.begin():
+                    changed = job_record_outcomes(conn, batch)
                 break
             except SQLAlchemyError as exc:
+                self._drop_connection(invalidate=True)
                 waited = time.monotonic() - started
                 if not _is_transient(exc):
                     logger.exception(
@@ -119,7 +157,7 @@ class BatchCompleter(Service):
                         len(batch),
                         extra={"event": "completer_failed"},
                     )
-                    changed = {}
+                    changed = len(batch)
                     break
                 if self.stopping and waited > self._give_up_after:
                     logger.error(
@@ -130,7 +168,7 @@ class BatchCompleter(Service):
                         exc,
                         extra={"event": "completer_gave_up"},
                     )
-                    changed = {}
+                    changed = len(batch)
                     break
                 logger.warning(
                     "completer: writing %d outcomes failed (%s); retrying in %.2fs",
@@ -141,17 +179,17 @@ class BatchCompleter(Service):
                 )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
-        skipped = len(batch) - len(changed)
-        if skipped:
+        skipped = len(batch) - changed
+        if skipped > 0:
             logger.debug(
                 "completer: %d jobs were no longer running; their outcomes were not recorded",
                 skipped,
                 extra={"event": "completer_skipped"},
             )
-        with self._idle:
+        with self._space:
             self.completed_count += len(batch)
             self._unwritten -= len(batch)
-            self._idle.notify_all()
+            self._space.notify_all()
 
 
 def _is_transient(exc: SQLAlchemyError) -> bool:

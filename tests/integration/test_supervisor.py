@@ -1,0 +1,151 @@
+"""``python -m sa_river worker --processes 2`` against real PostgreSQL.
+
+The supervisor starts two runner processes (each heartbeats with its own client id and pid),
+they work jobs exactly once between them, a child killed with SIGKILL is started again, one
+leader is elected among them, and SIGTERM to the supervisor stops everything with exit code 0.
+Every wait is bounded; every process started here is killed on the way out if still alive.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from _worker_helpers import wait_until
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+
+import sa_river
+
+HERE = Path(__file__).parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _clients(engine: Engine) -> dict[str, int]:
+    """``client id -> pid`` of the heartbeat rows."""
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT id, pid FROM sa_river_client")).all()
+    return {str(r.id): int(r.pid) for r in rows}
+
+
+def _scalar(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar_one())
+
+
+def _live_clients(engine: Engine) -> dict[str, int]:
+    return {cid: pid for cid, pid in _clients(engine).items() if _alive(pid)}
+
+
+@pytest.fixture
+def supervisor(db_url: URL, engine: Engine, tmp_path: Path) -> Iterator[subprocess.Popen[str]]:
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE executions (job_id bigint NOT NULL, pid int NOT NULL)"))
+    url = db_url.render_as_string(hide_password=False)
+    env = dict(os.environ, SA_RIVER_DATABASE_URL=url)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+    log = (tmp_path / "supervisor.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sa_river",
+            "worker",
+            "--processes",
+            "2",
+            "--app",
+            "_supervised_app:workers",
+            "--queue",
+            "default=5",
+            "--poll-interval",
+            "0.2",
+            "--shutdown-timeout",
+            "5",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    seen: set[int] = set()
+    proc.seen_pids = seen  # type: ignore[attr-defined]
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        for pid in seen | set(_clients(engine).values()):
+            if pid != os.getpid() and _alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        log.close()
+
+
+def test_two_children_work_jobs_restart_after_kill_and_stop_on_sigterm(
+    supervisor: subprocess.Popen[str], engine: Engine, tmp_path: Path
+) -> None:
+    seen: set[int] = supervisor.seen_pids  # type: ignore[attr-defined]
+
+    def log() -> str:
+        return (tmp_path / "supervisor.log").read_text()[-3000:]
+
+    def two_live(excluding: int | None = None) -> dict[str, int] | None:
+        clients = _live_clients(engine)
+        return clients if len(clients) == 2 and excluding not in clients.values() else None
+
+    first = wait_until(two_live, message=lambda: f"two live worker processes; log:\n{log()}")
+    seen.update(first.values())
+    assert len(set(first.values())) == 2
+    assert supervisor.pid not in first.values()
+
+    # They work jobs, each exactly once.
+    total = 200
+    sa_river.insert_many(engine, [("record", {"i": i}) for i in range(total)])
+    wait_until(
+        lambda: (
+            _scalar(engine, "SELECT count(*) FROM river_job WHERE state = 'completed'") == total
+        ),
+        message=lambda: f"{total} jobs completed; log:\n{log()}",
+    )
+    assert _scalar(engine, "SELECT count(*) FROM executions") == total
+    assert _scalar(engine, "SELECT count(DISTINCT job_id) FROM executions") == total
+
+    # One leader among them.
+    def leader() -> str | None:
+        with engine.connect() as conn:
+            return conn.execute(text("SELECT leader_id FROM river_leader")).scalar()
+
+    assert wait_until(leader, message="a leader") in first
+
+    # A child killed with SIGKILL is started again.
+    victim_id, victim_pid = sorted(first.items())[0]
+    os.kill(victim_pid, signal.SIGKILL)
+    replaced = wait_until(
+        lambda: two_live(excluding=victim_pid),
+        message=lambda: f"the killed worker process to be replaced; log:\n{log()}",
+    )
+    seen.update(replaced.values())
+    assert victim_id not in replaced
+
+    # SIGTERM to the supervisor stops everything, exit code 0.
+    supervisor.send_signal(signal.SIGTERM)
+    assert supervisor.wait(30) == 0, log()
+    for pid in seen:
+        wait_until(lambda pid=pid: not _alive(pid), 10, message=f"pid {pid} to exit")
+    with engine.connect() as conn:
+        running = conn.execute(text("SELECT count(*) FROM river_job WHERE state = 'running'"))
+        assert running.scalar_one() == 0
+    # Cleanly stopped runners remove their heartbeat rows; only the killed one's is left.
+    assert set(_clients(engine)) == {victim_id}
