@@ -33,7 +33,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob, RiverQueue
-from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, channel_expr
+from sa_river.queries.notify import TOPIC_CONTROL, channel_expr, notify_insert
 from sa_river.types import AttemptError, JobRow, JobState
 
 __all__ = [
@@ -165,14 +165,7 @@ def _insert_many_statement() -> Any:
         .distinct()
         .subquery("woken")
     )
-    notified = select(
-        func.count(
-            func.pg_notify(
-                channel_expr(TOPIC_INSERT),
-                cast(func.json_build_object(literal("queue", Text), woken.c.queue), Text),
-            )
-        )
-    ).scalar_subquery()
+    notified = select(func.count(notify_insert(woken.c.queue))).scalar_subquery()
     return select(inserted, notified.label("notified"))
 
 
@@ -225,12 +218,7 @@ def _insert_one_statement() -> Any:
     )
     inserted = insert.cte("inserted")
     notified = (
-        select(
-            func.pg_notify(
-                channel_expr(TOPIC_INSERT),
-                cast(func.json_build_object(literal("queue", Text), inserted.c.queue), Text),
-            )
-        )
+        select(notify_insert(inserted.c.queue))
         .where(
             inserted.c.state == JobState.AVAILABLE,
             inserted.c.unique_skipped_as_duplicate.is_(False),
@@ -396,14 +384,7 @@ def notify_insert_statement() -> Any:
     queues = (
         func.unnest(bindparam("queues", type_=ARRAY(Text))).table_valued("queue").render_derived()
     )
-    return select(
-        func.count(
-            func.pg_notify(
-                channel_expr(TOPIC_INSERT),
-                cast(func.json_build_object(literal("queue", Text), queues.c.queue), Text),
-            )
-        )
-    )
+    return select(func.count(notify_insert(queues.c.queue)))
 
 
 def job_insert_copy(conn: Connection, params: Sequence[JobInsertParams]) -> int:
@@ -528,6 +509,18 @@ def _bitmask_states(bitmask: str) -> frozenset[JobState]:
 FINALIZED_STATE_VALUES = ("cancelled", "completed", "discarded")
 
 
+def running_values() -> dict[str, Any]:
+    """SET values that start an attempt: running, attempt + 1, now, the bound ``client_id``."""
+    return {
+        "state": JobState.RUNNING,
+        "attempt": job_table.c.attempt + 1,
+        "attempted_at": func.now(),
+        "attempted_by": func.array_append(
+            job_table.c.attempted_by, bindparam("client_id", type_=Text)
+        ),
+    }
+
+
 def _fetch_statement() -> Any:
     paused = (
         select(literal(1))
@@ -551,14 +544,7 @@ def _fetch_statement() -> Any:
     return (
         update(job_table)
         .where(job_table.c.id == locked.c.id)
-        .values(
-            state=JobState.RUNNING,
-            attempt=job_table.c.attempt + 1,
-            attempted_at=func.now(),
-            attempted_by=func.array_append(
-                job_table.c.attempted_by, bindparam("client_id", type_=Text)
-            ),
-        )
+        .values(**running_values())
         .returning(*job_table.c)
     )
 

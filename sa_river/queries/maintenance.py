@@ -35,7 +35,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import JOB_STATE_ENUM, RiverJob, RiverQueue, SaRiverClient
-from sa_river.queries.notify import TOPIC_INSERT, channel_expr
+from sa_river.queries.notify import notify_insert
 from sa_river.types import JobState
 
 __all__ = [
@@ -176,14 +176,7 @@ def _schedule_statement() -> Any:
         .distinct()
         .subquery("woken")
     )
-    notified = select(
-        func.count(
-            func.pg_notify(
-                channel_expr(TOPIC_INSERT),
-                cast(func.json_build_object(literal("queue", Text), woken.c.queue), Text),
-            )
-        )
-    ).scalar_subquery()
+    notified = select(func.count(notify_insert(woken.c.queue))).scalar_subquery()
     return select(updated.c.id, updated.c.queue, updated.c.state, notified.label("notified"))
 
 

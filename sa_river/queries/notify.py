@@ -7,9 +7,15 @@ connection, so that workers of one schema are not woken by inserts into another.
 from __future__ import annotations
 
 from psycopg import sql as psycopg_sql
-from sqlalchemy import ColumnElement, String, func, literal
+from sqlalchemy import ColumnElement, String, Text, cast, func, literal
 
-__all__ = ["TOPIC_CONTROL", "TOPIC_INSERT", "TOPIC_LEADERSHIP", "channel_expr"]
+__all__ = [
+    "TOPIC_CONTROL",
+    "TOPIC_INSERT",
+    "TOPIC_LEADERSHIP",
+    "channel_expr",
+    "notify_insert",
+]
 
 TOPIC_INSERT = "river_insert"
 TOPIC_LEADERSHIP = "river_leadership"
@@ -19,6 +25,16 @@ TOPIC_CONTROL = "river_control"
 def channel_expr(topic: str) -> ColumnElement[str]:
     """SQL for the channel name of ``topic`` in the connection's current schema."""
     return func.concat(func.current_schema(), literal("." + topic, String))
+
+
+def notify_insert(queue: ColumnElement[str]) -> ColumnElement[object]:
+    """``pg_notify('<schema>.river_insert', '{"queue": ...}')`` for the queue in ``queue``.
+
+    Select it once per distinct queue, inside the inserting transaction: listeners hear of it
+    only when that transaction commits.
+    """
+    payload = cast(func.json_build_object(literal("queue", Text), queue), Text)
+    return func.pg_notify(channel_expr(TOPIC_INSERT), payload)
 
 
 def listen_statement(channel: str) -> psycopg_sql.Composed:

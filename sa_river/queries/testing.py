@@ -15,12 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Connection, Table, Text, func, select, update
+from sqlalchemy import BigInteger, Connection, Table, func, select, update
 from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import RiverJob
-from sa_river.queries.job import job_row_from_row
+from sa_river.queries.job import job_row_from_row, running_values
 from sa_river.types import JobRow, JobState
 
 __all__ = [
@@ -86,14 +86,7 @@ _FETCH_BY_IDS = (
         job_table.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))),
         job_table.c.state == JobState.AVAILABLE,
     )
-    .values(
-        state=JobState.RUNNING,
-        attempt=job_table.c.attempt + 1,
-        attempted_at=func.now(),
-        attempted_by=func.array_append(
-            job_table.c.attempted_by, bindparam("client_id", type_=Text)
-        ),
-    )
+    .values(**running_values())
     .returning(*job_table.c)
 )
 
