@@ -86,7 +86,16 @@ def _attempt_error_json(row: JobRow, exc: BaseException) -> str:
 class _Running:
     """One attempt in flight (a plain slotted class: one is made per job)."""
 
-    __slots__ = ("deadline", "future", "handler", "is_sync", "job", "on_done", "settled")
+    __slots__ = (
+        "deadline",
+        "future",
+        "handler",
+        "is_sync",
+        "job",
+        "on_done",
+        "settled",
+        "started_at",
+    )
 
     def __init__(
         self,
@@ -100,6 +109,7 @@ class _Running:
         self.handler = handler
         self.on_done = on_done
         self.deadline = deadline
+        self.started_at = time.monotonic()
         self.is_sync = is_sync
         self.settled = False
         self.future: concurrent.futures.Future[Any] | None = None
@@ -334,6 +344,8 @@ class Executor:
             running.settled = True
             self._running.pop(job_id, None)
             self._lock.notify_all()
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_attempt(running, exc)
         if exc is None and self._report_completed is not None:
             self._report_completed(job_id)
             running.on_done()
@@ -354,7 +366,14 @@ class Executor:
                 running.job.attempt,
                 exc,
                 outcome.state.value,
-                extra={"event": "job_failed", "job_id": job_id},
+                extra={
+                    "event": "job_failed",
+                    "job_id": job_id,
+                    "kind": running.job.kind,
+                    "queue": running.job.queue,
+                    "attempt": running.job.attempt,
+                    "duration_ms": round((time.monotonic() - running.started_at) * 1000, 1),
+                },
             )
         self._report(outcome)
         running.on_done()
@@ -428,6 +447,26 @@ class Executor:
         self._loop_thread.join(5)
         if not self._loop.is_running():
             self._loop.close()
+
+
+def _log_attempt(running: _Running, exc: BaseException | None) -> None:
+    """One DEBUG line per finished attempt, with the structured fields the CLI prints."""
+    job = running.job
+    logger.debug(
+        "job %d (%s) attempt %d %s",
+        job.id,
+        job.kind,
+        job.attempt,
+        "succeeded" if exc is None else f"ended with {type(exc).__name__}",
+        extra={
+            "event": "job_done",
+            "job_id": job.id,
+            "kind": job.kind,
+            "queue": job.queue,
+            "attempt": job.attempt,
+            "duration_ms": round((time.monotonic() - running.started_at) * 1000, 1),
+        },
+    )
 
 
 def _timeout_error(timeout: timedelta | None) -> JobTimeoutError:

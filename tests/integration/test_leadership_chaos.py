@@ -224,7 +224,7 @@ def test_three_runners_with_random_leader_kills_never_have_two_leaders(
         start_runner(runners, db_url, tmp_path)
     takeovers: list[float] = []
     kills = 0
-    deadline = time.monotonic() + 20
+    deadline = time.monotonic() + 60  # the issue asks for 60 s of random leader kills
     while time.monotonic() < deadline:
         leader_id = wait_for(lambda: current_leader(engine), 15, "a leader")
         time.sleep(rng.uniform(0.5, 2.0))
@@ -255,7 +255,7 @@ def test_three_runners_with_random_leader_kills_never_have_two_leaders(
             overlaps.append((owner, index, latest_end - start))
         if end > latest_end:
             latest_end, owner = end, index
-    assert kills >= 3
+    assert kills >= 10
     assert overlaps == []
     assert len({index for _, _, index in intervals}) >= 3
     print(f"takeover after SIGKILL: {[round(t, 2) for t in takeovers]}")
