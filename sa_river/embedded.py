@@ -22,7 +22,10 @@ EMBEDDED_DATA_DIR_DEFAULT = Path(".sa_river") / "pgdata"
 def embedded_database_url(data_dir: Path = EMBEDDED_DATA_DIR_DEFAULT) -> str:
     """Start (or reuse) the embedded server and return a psycopg URL for it."""
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns at import time when XDG_RUNTIME_DIR is unset.
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError:
         raise ConfigError(
             "database_url",

@@ -106,8 +106,13 @@ def sa_river_server_url(
     if configured:
         yield _sync_url(make_url(configured))
         return
+    import warnings
+
     try:
-        import pgserver
+        with warnings.catch_warnings():
+            # platformdirs warns at import time when XDG_RUNTIME_DIR is unset.
+            warnings.simplefilter("ignore")
+            import pgserver
     except ImportError:
         pytest.fail(
             f"sa_river fixtures need a PostgreSQL server: set {DATABASE_URL_ENV} (or pass "
@@ -115,8 +120,6 @@ def sa_river_server_url(
             "or pip install 'sa_river[embedded]' for an embedded server",
             pytrace=False,
         )
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         server = pgserver.get_server(  # type: ignore[attr-defined]
