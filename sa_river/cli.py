@@ -95,12 +95,22 @@ class CliParser(argparse.ArgumentParser):
         raise _UsageError(self, message)
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("sa_river")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return "unknown"
+
+
 def build_parser() -> CliParser:
     """The top-level parser with every command registered."""
     parser = CliParser(
         prog=PROG,
         description="sa_river: a PostgreSQL job queue on SQLAlchemy, sharing River's tables.",
     )
+    parser.add_argument("--version", action="version", version=f"sa_river {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     add_migrate_parser(commands)
     add_worker_parser(commands)

@@ -117,3 +117,14 @@ def test_malformed_url_is_one_line_naming_the_url_without_password() -> None:
     assert message.count("\n") == 1
     assert message.startswith("sa-river: error: malformed database URL 'nonsense:***@x'")
     assert "s3cret" not in message
+
+
+def test_version_flag_prints_the_package_version() -> None:
+    import io
+    from importlib.metadata import version
+
+    from sa_river.cli import main
+
+    out = io.StringIO()
+    assert main(["--version"], stdout=out, stderr=io.StringIO()) == 0
+    assert out.getvalue().strip() == f"sa_river {version('sa_river')}"
