@@ -149,6 +149,21 @@ class WorkerConfig:
                 raise ConfigError(name, f"must be a non-negative number, got {value!r}")
         if self.fetch_poll_interval <= 0:
             raise ConfigError("fetch_poll_interval", "must be positive")
+        for name in (
+            "heartbeat_interval",
+            "elect_interval",
+            "rescuer_interval",
+            "cleaner_interval",
+            "queue_cleaner_interval",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigError(name, f"must be positive, got {getattr(self, name)!r}")
+        if self.rescue_heartbeat_ttl < 3 * self.heartbeat_interval:
+            raise ConfigError(
+                "rescue_heartbeat_ttl",
+                f"must be at least 3 x heartbeat_interval ({3 * self.heartbeat_interval:g}s), "
+                f"got {self.rescue_heartbeat_ttl:g}s: live workers' jobs would be rescued",
+            )
         if self.leader_ttl <= self.elect_interval + 1:
             raise ConfigError(
                 "leader_ttl",

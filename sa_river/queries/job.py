@@ -24,6 +24,7 @@ from sqlalchemy import (
     func,
     literal,
     literal_column,
+    or_,
     select,
     text,
     update,
@@ -605,6 +606,9 @@ class JobSetStateParams:
     error: str | None = None
     delay_seconds: float | None = None
     snoozed: bool = False
+    attempt: int | None = None
+    """The attempt this outcome belongs to; when set, a row that has since moved on to
+    another attempt (rescued and fetched again elsewhere) is left alone."""
 
 
 def _set_state_statement() -> Any:
@@ -615,8 +619,9 @@ def _set_state_statement() -> Any:
             bindparam("o_error", type_=ARRAY(Text)),
             bindparam("o_delay_seconds", type_=ARRAY(Float)),
             bindparam("o_snoozed", type_=ARRAY(Boolean)),
+            bindparam("o_attempt", type_=ARRAY(SmallInteger)),
         )
-        .table_valued("id", "state", "error", "delay_seconds", "snoozed")
+        .table_valued("id", "state", "error", "delay_seconds", "snoozed", "attempt")
         .render_derived()
     )
     # A job whose cancellation was requested while it ran is cancelled rather than retried.
@@ -633,7 +638,11 @@ def _set_state_statement() -> Any:
     snoozes = func.coalesce(job_table.c.metadata["snoozes"].as_integer(), 0) + 1
     return (
         update(job_table)
-        .where(job_table.c.id == outcome.c.id, job_table.c.state == JobState.RUNNING)
+        .where(
+            job_table.c.id == outcome.c.id,
+            job_table.c.state == JobState.RUNNING,
+            or_(outcome.c.attempt.is_(None), job_table.c.attempt == outcome.c.attempt),
+        )
         .values(
             state=cast(wanted, JOB_STATE_ENUM),
             finalized_at=case(
@@ -690,20 +699,28 @@ def job_set_state_if_running_many(
             "o_error": [o.error for o in outcomes],
             "o_delay_seconds": [o.delay_seconds for o in outcomes],
             "o_snoozed": [o.snoozed for o in outcomes],
+            "o_attempt": [o.attempt for o in outcomes],
         },
     ).all()
     return {r.id: JobState(r.state) for r in rows}
 
 
 def _complete_many_statement() -> Any:
-    ids = (
-        func.unnest(bindparam("c_id", type_=ARRAY(BigInteger)))
-        .table_valued("id")
+    done = (
+        func.unnest(
+            bindparam("c_id", type_=ARRAY(BigInteger)),
+            bindparam("c_attempt", type_=ARRAY(SmallInteger)),
+        )
+        .table_valued("id", "attempt")
         .render_derived(name="done")
     )
     return (
         update(job_table)
-        .where(job_table.c.id == ids.c.id, job_table.c.state == JobState.RUNNING)
+        .where(
+            job_table.c.id == done.c.id,
+            job_table.c.state == JobState.RUNNING,
+            job_table.c.attempt == done.c.attempt,
+        )
         .values(state=JobState.COMPLETED, finalized_at=func.now())
     )
 
@@ -711,14 +728,18 @@ def _complete_many_statement() -> Any:
 _COMPLETE_MANY = _complete_many_statement()
 
 
-def job_record_outcomes(conn: Connection, outcomes: Sequence[JobSetStateParams | int]) -> int:
-    """Record attempts' outcomes, only on rows still ``running``; how many rows changed.
+def job_record_outcomes(
+    conn: Connection, outcomes: Sequence[JobSetStateParams | tuple[int, int]]
+) -> int:
+    """Record attempts' outcomes, only on rows still ``running`` in that same attempt; how
+    many rows changed.
 
-    The completer's statement. An ``int`` is the id of a job whose handler returned: those go
-    through one plain ``completed`` UPDATE (the common case, with nothing to decide per row);
-    every other outcome through :func:`job_set_state_if_running_many`'s statement.
+    The completer's statement. A ``(job id, attempt)`` pair is an attempt whose handler
+    returned: those go through one plain ``completed`` UPDATE (the common case, with nothing to
+    decide per row); every other outcome through :func:`job_set_state_if_running_many`'s
+    statement.
     """
-    completed: list[int] = []
+    completed: list[tuple[int, int]] = []
     others: list[JobSetStateParams] = []
     for o in outcomes:
         if isinstance(o, JobSetStateParams):
@@ -727,7 +748,10 @@ def job_record_outcomes(conn: Connection, outcomes: Sequence[JobSetStateParams |
             completed.append(o)
     changed = 0
     if completed:
-        changed += conn.execute(_COMPLETE_MANY, {"c_id": completed}).rowcount
+        changed += conn.execute(
+            _COMPLETE_MANY,
+            {"c_id": [c[0] for c in completed], "c_attempt": [c[1] for c in completed]},
+        ).rowcount
     if others:
         changed += len(job_set_state_if_running_many(conn, others))
     return changed
@@ -744,10 +768,17 @@ def job_complete_if_running(conn: Connection, job_id: int) -> bool:
     return result.first() is not None
 
 
-def job_release_running(conn: Connection, job_ids: Sequence[int]) -> list[int]:
-    """Give running jobs back (shutdown): ``available`` now, the attempt not counted."""
+def job_release_running(
+    conn: Connection, job_ids: Sequence[int], attempts: Sequence[int] | None = None
+) -> list[int]:
+    """Give running jobs back (shutdown): ``available`` now, the attempt not counted.
+
+    With ``attempts`` (one per id), a job is released only while still in that attempt.
+    """
     if not job_ids:
         return []
+    if attempts is not None:
+        return _release_attempts(conn, job_ids, attempts)
     rows = conn.execute(
         update(job_table)
         .where(
@@ -761,6 +792,35 @@ def job_release_running(conn: Connection, job_ids: Sequence[int]) -> list[int]:
         )
         .returning(job_table.c.id),
         {"ids": list(job_ids)},
+    ).all()
+    return [r.id for r in rows]
+
+
+def _release_attempts(
+    conn: Connection, job_ids: Sequence[int], attempts: Sequence[int]
+) -> list[int]:
+    pairs = (
+        func.unnest(
+            bindparam("r_id", type_=ARRAY(BigInteger)),
+            bindparam("r_attempt", type_=ARRAY(SmallInteger)),
+        )
+        .table_valued("id", "attempt")
+        .render_derived(name="released")
+    )
+    rows = conn.execute(
+        update(job_table)
+        .where(
+            job_table.c.id == pairs.c.id,
+            job_table.c.attempt == pairs.c.attempt,
+            job_table.c.state == JobState.RUNNING,
+        )
+        .values(
+            state=JobState.AVAILABLE,
+            attempt=func.greatest(job_table.c.attempt - 1, 0),
+            scheduled_at=func.now(),
+        )
+        .returning(job_table.c.id),
+        {"r_id": list(job_ids), "r_attempt": list(attempts)},
     ).all()
     return [r.id for r in rows]
 

@@ -201,6 +201,11 @@ class Worker:
             if self.elector is not None:
                 self.notifier.subscribe(TOPIC_LEADERSHIP, self.elector.on_leadership_notification)
             self.notifier.start()
+        try:
+            # Register before fetching, so the rescuer can tell this runner is alive.
+            self.heartbeat.beat()
+        except SQLAlchemyError as exc:
+            logger.warning("first heartbeat failed (%s); the heartbeat thread retries", exc)
         self.heartbeat.start()
         if self.elector is not None:
             self.elector.start()
@@ -240,7 +245,9 @@ class Worker:
         for producer in self.producers.values():
             producer.stop(0)
         for producer in self.producers.values():
-            producer.stop(5)
+            # A fetch in flight is bounded by the pool and statement timeouts: wait for it,
+            # or its jobs would land after the release below and stay running.
+            producer.stop(self.config.pool_timeout + 30)
         # Resign early so another runner takes over leadership while our jobs finish.
         self._stop_leadership()
         executor = self.executor
@@ -249,7 +256,7 @@ class Worker:
         while not executor.wait_idle(0.05):
             if self._hard_stop.is_set() or time.monotonic() >= deadline:
                 break
-        released = executor.release_all()
+        released = executor.release_all_attempts()
         self.completer.stop(grace + 5)
         if released:
             self._release(released)
@@ -261,10 +268,12 @@ class Worker:
         self._hard_stop.set()
         self.stop()
 
-    def _release(self, job_ids: list[int]) -> None:
+    def _release(self, attempts: list[tuple[int, int]]) -> None:
+        job_ids = [job_id for job_id, _ in attempts]
         try:
             with self.engine.begin() as conn:
-                job_release_running(conn, job_ids)
+                # Fenced by attempt: a job rescued and re-fetched elsewhere is left alone.
+                job_release_running(conn, job_ids, [attempt for _, attempt in attempts])
             logger.warning(
                 "worker %s: %d unfinished jobs returned to available",
                 self.client_id,

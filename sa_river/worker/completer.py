@@ -31,7 +31,7 @@ logger = logging.getLogger("sa_river.completer")
 
 _BACKOFF_MAX = 5.0
 
-Outcome = JobSetStateParams | int
+Outcome = JobSetStateParams | tuple[int, int]
 
 
 class BatchCompleter(Service):
@@ -74,9 +74,9 @@ class BatchCompleter(Service):
             if len(pending) == 1 or len(pending) == self._batch_size:
                 self._has_work.notify()
 
-    def complete(self, job_id: int) -> None:
+    def complete(self, job_id: int, attempt: int) -> None:
         """Queue the outcome of an attempt whose handler returned: ``completed``."""
-        self.add(job_id)
+        self.add((job_id, attempt))
 
     def wait_flushed(self, timeout: float) -> bool:
         """Wait until every outcome added so far is written; true if it was in time."""

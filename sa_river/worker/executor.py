@@ -52,21 +52,29 @@ def outcome_for(
 ) -> JobSetStateParams:
     """The state change one attempt's result calls for (DESIGN §3)."""
     if exc is None:
-        return JobSetStateParams(id=row.id, state=JobState.COMPLETED)
+        return JobSetStateParams(id=row.id, state=JobState.COMPLETED, attempt=row.attempt)
     if isinstance(exc, JobSnooze):
         delay = exc.delay.total_seconds()
         state = JobState.AVAILABLE if delay <= scheduler_interval else JobState.SCHEDULED
-        return JobSetStateParams(id=row.id, state=state, delay_seconds=delay, snoozed=True)
+        return JobSetStateParams(
+            id=row.id, state=state, delay_seconds=delay, snoozed=True, attempt=row.attempt
+        )
     error = _attempt_error_json(row, exc)
     if isinstance(exc, JobCancel):
-        return JobSetStateParams(id=row.id, state=JobState.CANCELLED, error=error)
+        return JobSetStateParams(
+            id=row.id, state=JobState.CANCELLED, error=error, attempt=row.attempt
+        )
     if row.attempt >= row.max_attempts:
-        return JobSetStateParams(id=row.id, state=JobState.DISCARDED, error=error)
+        return JobSetStateParams(
+            id=row.id, state=JobState.DISCARDED, error=error, attempt=row.attempt
+        )
     delay = retry_policy(row.attempt).total_seconds()
     # A retry due within the scheduler's interval goes straight back to available (with its
     # future scheduled_at), so it runs on time without waiting for the scheduler.
     state = JobState.AVAILABLE if delay <= scheduler_interval else JobState.RETRYABLE
-    return JobSetStateParams(id=row.id, state=state, error=error, delay_seconds=delay)
+    return JobSetStateParams(
+        id=row.id, state=state, error=error, delay_seconds=delay, attempt=row.attempt
+    )
 
 
 def _attempt_error_json(row: JobRow, exc: BaseException) -> str:
@@ -77,6 +85,8 @@ def _attempt_error_json(row: JobRow, exc: BaseException) -> str:
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if len(trace) > _TRACE_LIMIT:
         trace = "...\n" + trace[-_TRACE_LIMIT:]
+    # jsonb cannot store U+0000; an error message may well contain one.
+    message, trace = message.replace("\x00", "\\0"), trace.replace("\x00", "\\0")
     error = AttemptError(
         at=datetime.now(timezone.utc), attempt=row.attempt, error=message, trace=trace
     )
@@ -95,6 +105,7 @@ class _Running:
         "on_done",
         "settled",
         "started_at",
+        "thread",
     )
 
     def __init__(
@@ -110,6 +121,7 @@ class _Running:
         self.on_done = on_done
         self.deadline = deadline
         self.started_at = time.monotonic()
+        self.thread: threading.Thread | None = None
         self.is_sync = is_sync
         self.settled = False
         self.future: concurrent.futures.Future[Any] | None = None
@@ -139,7 +151,7 @@ class _ThreadPool:
         self._closed = False
         self._run = run
         self._name = name
-        self._excess = 0
+        self._retiring: set[threading.Thread] = set()
         self._threads: list[threading.Thread] = []
         for _ in range(size):
             self._spawn()
@@ -165,11 +177,16 @@ class _ThreadPool:
                     self._idle -= 1
                 task = tasks.popleft()
                 self._taken += 1
-            run(task)
-            if self._excess:
+            try:
+                run(task)
+            except Exception:  # never lose a pool thread to a bug
+                logger.exception("executor: unexpected error running a job")
+            if self._retiring:
+                me = threading.current_thread()
                 with cond:
-                    if self._excess:
-                        self._excess -= 1
+                    if me in self._retiring:
+                        # This thread was abandoned past a timeout and replaced: retire it.
+                        self._retiring.discard(me)
                         return
 
     def _watch(self) -> None:
@@ -193,10 +210,12 @@ class _ThreadPool:
             if was_empty:
                 self._watch_cond.notify()
 
-    def replace_one(self) -> None:
-        """A thread is stuck in an abandoned handler: add one so the pool keeps its size."""
+    def replace_one(self, stuck: threading.Thread | None) -> None:
+        """``stuck`` runs an abandoned handler: add a thread so the pool keeps its size, and
+        let ``stuck`` retire once its handler returns."""
         with self._cond:
-            self._excess += 1
+            if stuck is not None:
+                self._retiring.add(stuck)
             self._spawn()
 
     def shutdown(self) -> None:
@@ -218,7 +237,7 @@ class Executor:
         default_timeout: timedelta | None,
         retry_policy: RetryPolicy,
         scheduler_interval: float,
-        report_completed: Callable[[int], None] | None = None,
+        report_completed: Callable[[int, int], None] | None = None,
     ) -> None:
         self._workers = workers
         self._report = report
@@ -253,7 +272,6 @@ class Executor:
         failed: list[tuple[_Running, BaseException]] = []
         get_handler = self._workers.get
         default_timeout = self._default_timeout
-        now = time.monotonic()
         for row in rows:
             try:
                 handler = get_handler(row.kind)
@@ -262,12 +280,11 @@ class Executor:
                 running = _Running(Job(row=row, args=None), None, on_done, None)
                 failed.append((running, error))
                 continue
-            timeout = handler.timeout_or(default_timeout)
             running = _Running(
                 Job(row=row, args=args),
                 handler,
                 on_done,
-                None if timeout is None else now + timeout.total_seconds(),
+                None,  # set when a sync handler starts (async ones use wait_for)
                 not handler.is_async,
             )
             started.append(running)
@@ -293,6 +310,14 @@ class Executor:
 
     def _run_sync(self, running: _Running) -> None:
         assert running.handler is not None
+        with self._lock:
+            if running.settled:
+                return  # released at shutdown while it waited for a thread
+            # The timeout counts from the handler's start, not from the fetch.
+            timeout = running.handler.timeout_or(self._default_timeout)
+            if timeout is not None:
+                running.deadline = time.monotonic() + timeout.total_seconds()
+            running.thread = threading.current_thread()
         try:
             running.handler.fn(running.job)
         except BaseException as exc:
@@ -347,17 +372,29 @@ class Executor:
         if logger.isEnabledFor(logging.DEBUG):
             _log_attempt(running, exc)
         if exc is None and self._report_completed is not None:
-            self._report_completed(job_id)
+            self._report_completed(job_id, running.job.row.attempt)
             running.on_done()
             return
         if isinstance(exc, BaseException) and not isinstance(exc, Exception):
             exc = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
-        outcome = outcome_for(
-            running.job.row,
-            exc,
-            retry_policy=(running.handler.retry if running.handler else None) or self._retry_policy,
-            scheduler_interval=self._scheduler_interval,
-        )
+        try:
+            outcome = outcome_for(
+                running.job.row,
+                exc,
+                retry_policy=(running.handler.retry if running.handler else None)
+                or self._retry_policy,
+                scheduler_interval=self._scheduler_interval,
+            )
+        except Exception as failure:
+            # A retry policy that raises, an exception whose str() raises...: the attempt
+            # must still end in exactly one outcome, or the job would stay running forever.
+            logger.exception("job %d: could not work out its outcome", job_id)
+            outcome = outcome_for(
+                running.job.row,
+                RuntimeError(f"sa_river could not record this attempt: {type(failure).__name__}"),
+                retry_policy=_fallback_retry,
+                scheduler_interval=self._scheduler_interval,
+            )
         if exc is not None and not isinstance(exc, JobSnooze):
             logger.info(
                 "job %d (%s) attempt %d failed: %s -> %s",
@@ -380,24 +417,30 @@ class Executor:
 
     def _watch_timeouts(self) -> None:
         while not self._watchdog_stop.wait(0.05):
-            now = time.monotonic()
-            with self._lock:
-                expired = [
-                    r
-                    for r in self._running.values()
-                    if r.is_sync and r.deadline is not None and r.deadline <= now
-                ]
-            for running in expired:
-                assert running.handler is not None
-                timeout = running.handler.timeout_or(self._default_timeout)
-                logger.warning(
-                    "job %d (%s) outlived its timeout; its thread is abandoned",
-                    running.job.id,
-                    running.job.kind,
-                    extra={"event": "job_timeout", "job_id": running.job.id},
-                )
-                self._pool.replace_one()
-                self._settle(running, _timeout_error(timeout))
+            try:
+                self._expire_overdue()
+            except Exception:  # the watchdog must outlive any one job's trouble
+                logger.exception("executor: timeout watchdog error")
+
+    def _expire_overdue(self) -> None:
+        now = time.monotonic()
+        with self._lock:
+            expired = [
+                r
+                for r in self._running.values()
+                if r.is_sync and r.deadline is not None and r.deadline <= now
+            ]
+        for running in expired:
+            assert running.handler is not None
+            timeout = running.handler.timeout_or(self._default_timeout)
+            logger.warning(
+                "job %d (%s) outlived its timeout; its thread is abandoned",
+                running.job.id,
+                running.job.kind,
+                extra={"event": "job_timeout", "job_id": running.job.id},
+            )
+            self._pool.replace_one(running.thread)
+            self._settle(running, _timeout_error(timeout))
 
     # -- control --------------------------------------------------------------------------
 
@@ -429,6 +472,14 @@ class Executor:
 
     def release_all(self) -> list[int]:
         """Stop tracking every running attempt (cancelling async ones); their ids."""
+        return [job_id for job_id, _ in self.release_all_attempts()]
+
+    def release_all_attempts(self) -> list[tuple[int, int]]:
+        """Like :meth:`release_all`, with each released job's attempt number.
+
+        Queued sync attempts that had not started are skipped by their thread (they are
+        settled now), so a released job never runs here after being given back.
+        """
         with self._lock:
             released = [r for r in self._running.values() if not r.settled]
             for running in released:
@@ -438,7 +489,7 @@ class Executor:
         for running in released:
             if running.future is not None:
                 running.future.cancel()
-        return [r.job.id for r in released]
+        return [(r.job.row.id, r.job.row.attempt) for r in released]
 
     def shutdown(self) -> None:
         self._watchdog_stop.set()
@@ -447,6 +498,10 @@ class Executor:
         self._loop_thread.join(5)
         if not self._loop.is_running():
             self._loop.close()
+
+
+def _fallback_retry(attempt: int) -> timedelta:
+    return timedelta(seconds=60)
 
 
 def _log_attempt(running: _Running, exc: BaseException | None) -> None:

@@ -84,7 +84,7 @@ def error_of(params: JobSetStateParams) -> dict[str, Any]:
 
 class TestOutcomeFor:
     def test_success_completes(self) -> None:
-        assert outcome(None) == JobSetStateParams(id=1, state=S.COMPLETED)
+        assert outcome(None) == JobSetStateParams(id=1, state=S.COMPLETED, attempt=1)
 
     def test_error_within_the_scheduler_interval_is_available_again(self) -> None:
         params = outcome(raised(ValueError("bad")), retry=2.0)
@@ -133,7 +133,9 @@ class TestOutcomeFor:
 
     def test_short_snooze_is_available_and_uncounted(self) -> None:
         params = outcome(JobSnooze(timedelta(seconds=3)))
-        assert params == JobSetStateParams(id=1, state=S.AVAILABLE, delay_seconds=3.0, snoozed=True)
+        assert params == JobSetStateParams(
+            id=1, state=S.AVAILABLE, delay_seconds=3.0, snoozed=True, attempt=1
+        )
 
     def test_long_snooze_is_scheduled(self) -> None:
         params = outcome(JobSnooze(600))
@@ -316,7 +318,7 @@ class TestExecutor:
             # The only thread is stuck, yet a new job runs on its replacement.
             executor.execute(row(2, kind="quick"), collector.on_done)
             outcomes = collector.wait(2)
-            assert outcomes[1] == JobSetStateParams(id=2, state=S.COMPLETED)
+            assert outcomes[1] == JobSetStateParams(id=2, state=S.COMPLETED, attempt=1)
         finally:
             release.set()
         assert returned.wait(5)

@@ -1,0 +1,108 @@
+"""An outcome belongs to one attempt: a late writer never overwrites a later attempt.
+
+DESIGN lesson 5: worker A loses its connection, its job is rescued and fetched by worker B
+(attempt 2); when A comes back, its outcome for attempt 1 must change nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+from _worker_helpers import running_worker, wait_until
+from sqlalchemy import Engine, text
+from sqlalchemy.engine import URL
+
+import sa_river
+from sa_river.config import WorkerConfig
+from sa_river.errors import ConfigError
+from sa_river.queries.job import (
+    JobSetStateParams,
+    job_get,
+    job_record_outcomes,
+    job_release_running,
+    job_set_state_if_running_many,
+)
+from sa_river.types import JobState
+
+
+def running_at_attempt(engine: Engine, attempt: int) -> int:
+    job_id = sa_river.insert(engine, ("k", {})).job.id
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE river_job SET state = 'running', attempt = :a WHERE id = :id"),
+            {"a": attempt, "id": job_id},
+        )
+    return job_id
+
+
+def state_and_attempt(engine: Engine, job_id: int) -> tuple[JobState, int]:
+    with engine.connect() as conn:
+        job = job_get(conn, job_id)
+    assert job is not None
+    return job.state, job.attempt
+
+
+def test_an_outcome_for_an_earlier_attempt_changes_nothing(engine: Engine) -> None:
+    job_id = running_at_attempt(engine, 2)
+    with engine.begin() as conn:
+        changed = job_set_state_if_running_many(
+            conn, [JobSetStateParams(id=job_id, state=JobState.COMPLETED, attempt=1)]
+        )
+    assert changed == {}
+    assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 2)
+    with engine.begin() as conn:
+        changed = job_set_state_if_running_many(
+            conn, [JobSetStateParams(id=job_id, state=JobState.COMPLETED, attempt=2)]
+        )
+    assert changed == {job_id: JobState.COMPLETED}
+
+
+def test_a_late_completion_of_an_earlier_attempt_changes_nothing(engine: Engine) -> None:
+    job_id = running_at_attempt(engine, 2)
+    with engine.begin() as conn:
+        assert job_record_outcomes(conn, [(job_id, 1)]) == 0
+    assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 2)
+    with engine.begin() as conn:
+        assert job_record_outcomes(conn, [(job_id, 2)]) == 1
+    assert state_and_attempt(engine, job_id)[0] is JobState.COMPLETED
+
+
+def test_release_at_shutdown_leaves_a_later_attempt_alone(engine: Engine) -> None:
+    job_id = running_at_attempt(engine, 2)
+    with engine.begin() as conn:
+        assert job_release_running(conn, [job_id], [1]) == []
+    assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 2)
+    with engine.begin() as conn:
+        assert job_release_running(conn, [job_id], [2]) == [job_id]
+    assert state_and_attempt(engine, job_id) == (JobState.AVAILABLE, 1)
+
+
+def test_an_error_message_with_a_nul_character_is_recorded_and_the_queue_goes_on(
+    engine: Engine, db_url: URL
+) -> None:
+    workers = sa_river.Workers()
+
+    @workers.handler("nul")
+    def nul(job: sa_river.Job[dict[str, object]]) -> None:
+        raise ValueError("bad byte \x00 here")
+
+    workers.add("ok", lambda job: None)
+    bad = sa_river.insert(engine, ("nul", {}), sa_river.InsertOpts(max_attempts=1)).job.id
+    with running_worker(db_url, workers, {"default": 1}):
+        wait_until(
+            lambda: state_and_attempt(engine, bad)[0] is JobState.DISCARDED,
+            message="the failing job to be discarded",
+        )
+        good = sa_river.insert(engine, ("ok", {})).job.id
+        wait_until(
+            lambda: state_and_attempt(engine, good)[0] is JobState.COMPLETED,
+            message="the next job to complete on the same (single) slot",
+        )
+    job = sa_river.get_job(engine, bad)
+    assert job is not None
+    assert "bad byte \\0 here" in job.errors[-1].error
+
+
+def test_a_heartbeat_slower_than_the_rescue_ttl_is_rejected() -> None:
+    with pytest.raises(ConfigError) as info:
+        WorkerConfig(heartbeat_interval=60, rescue_heartbeat_ttl=30)
+    assert info.value.field == "rescue_heartbeat_ttl"
