@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from _worker_helpers import wait_until
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 
@@ -23,16 +24,6 @@ from sa_river.queries.leader import (
     leader_resign,
 )
 from sa_river.queries.notify import TOPIC_LEADERSHIP
-
-
-def wait_until(predicate: object, timeout: float, what: str) -> None:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 @pytest.fixture
@@ -126,7 +117,7 @@ class TestElector:
         elector.subscribe(transitions.append)
         elector.start()
         try:
-            wait_until(elector.is_leader, 5, "solo to lead")
+            wait_until(elector.is_leader, 5, message="solo to lead")
         finally:
             elector.stop(5)
         assert transitions == [True, False]
@@ -143,7 +134,7 @@ class TestElector:
         assert notifier.connected.wait(5)
         try:
             a.start()
-            wait_until(a.is_leader, 5, "a to lead")
+            wait_until(a.is_leader, 5, message="a to lead")
             b.start()
             time.sleep(0.3)
             assert not b.is_leader()
@@ -213,10 +204,10 @@ class TestElector:
         elector.subscribe(transitions.append)
         elector.start()
         try:
-            wait_until(elector.is_leader, 5, "to lead")
+            wait_until(elector.is_leader, 5, message="to lead")
             held = engine.connect()  # the elector's only pooled connection is now taken
             try:
-                wait_until(lambda: not elector.is_leader(), 3, "to step down")
+                wait_until(lambda: not elector.is_leader(), 3, message="to step down")
             finally:
                 held.close()
         finally:

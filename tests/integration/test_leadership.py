@@ -9,6 +9,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from _worker_helpers import wait_until
 from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import URL
 
@@ -22,16 +23,6 @@ FAST = {
     "scheduler_interval": 0.2,
     "heartbeat_interval": 0.3,
 }
-
-
-def wait_until(predicate: Any, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
 def noop_workers() -> sa_river.Workers:
@@ -67,7 +58,7 @@ def test_election_and_completion_go_on_while_the_application_pool_is_exhausted(
     held = [app_engine.connect() for _ in range(2)]
     try:
         worker = start(started, db_url, elect_interval=1.0, leader_ttl=3.0)
-        wait_until(worker.is_leader, 10, "the worker to lead")
+        wait_until(worker.is_leader, 10, message="the worker to lead")
         leader_since = time.monotonic()
         lost = 0
         completed = 0
@@ -81,7 +72,7 @@ def test_election_and_completion_go_on_while_the_application_pool_is_exhausted(
                     for i in ids
                 ),
                 10,
-                "jobs to complete",
+                message="jobs to complete",
             )
             completed += len(ids)
             time.sleep(0.5)
@@ -104,7 +95,7 @@ def test_leader_only_services_follow_leadership_back_and_forth(
     # 1 s periodic job neither skips nor doubles a run.
     tick = PeriodicJob(timedelta(seconds=1), lambda: ("tick", {}), name="tick")
     a = start(started, db_url, periodic_jobs=[tick])
-    wait_until(a.is_leader, 10, "a to lead")
+    wait_until(a.is_leader, 10, message="a to lead")
     b = start(started, db_url, periodic_jobs=[tick])
     time.sleep(2.2)
     assert a.maintainer is not None
@@ -113,8 +104,8 @@ def test_leader_only_services_follow_leadership_back_and_forth(
     assert not b.maintainer.running
 
     a.stop(10)  # resigns: b takes over at once
-    wait_until(b.is_leader, 5, "b to lead")
-    wait_until(lambda: b.maintainer is not None and b.maintainer.running, 5, "b's services")
+    wait_until(b.is_leader, 5, message="b to lead")
+    wait_until(lambda: b.maintainer is not None and b.maintainer.running, 5, message="b's services")
     assert not a.maintainer.running
     time.sleep(2.2)
 
@@ -122,8 +113,10 @@ def test_leader_only_services_follow_leadership_back_and_forth(
     time.sleep(0.5)
     assert not a2.is_leader()
     b.stop(10)
-    wait_until(a2.is_leader, 5, "a to lead again")
-    wait_until(lambda: a2.maintainer is not None and a2.maintainer.running, 5, "a's services")
+    wait_until(a2.is_leader, 5, message="a to lead again")
+    wait_until(
+        lambda: a2.maintainer is not None and a2.maintainer.running, 5, message="a's services"
+    )
     assert not b.maintainer.running
     time.sleep(2.2)
     a2.stop(10)

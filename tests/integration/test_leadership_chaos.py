@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from _worker_helpers import wait_until
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
@@ -106,17 +107,6 @@ def current_leader(engine: Engine) -> str | None:
     return None if row is None else str(row[0])
 
 
-def wait_for(predicate: object, timeout: float, what: str) -> object:
-    assert callable(predicate)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
 @pytest.fixture
 def executions(engine: Engine) -> Engine:
     with engine.begin() as conn:
@@ -133,13 +123,13 @@ def test_follower_leads_within_ttl_after_the_leader_is_killed(
     db_url: URL, engine: Engine, runners: list[Runner], tmp_path: Path
 ) -> None:
     a = start_runner(runners, db_url, tmp_path)
-    wait_for(lambda: current_leader(engine) == a.client_id, 10, "a to lead")
+    wait_until(lambda: current_leader(engine) == a.client_id, 10, message="a to lead")
     b = start_runner(runners, db_url, tmp_path)
     time.sleep(0.5)
     assert current_leader(engine) == a.client_id
     a.kill()
     killed = time.monotonic()
-    wait_for(lambda: current_leader(engine) == b.client_id, 10, "b to lead")
+    wait_until(lambda: current_leader(engine) == b.client_id, 10, message="b to lead")
     takeover = time.monotonic() - killed
     # TTL 2 s + one elect interval 0.3 s + jitter up to 1 s, plus slack for a loaded machine.
     assert takeover < 2.0 + 0.3 + 1.0 + 1.5, takeover
@@ -161,7 +151,7 @@ def test_jobs_of_a_killed_worker_are_rescued_and_completed_exactly_once(
             ).scalar_one()
         return n == 5
 
-    wait_for(running_on_victim, 15, "the victim to start all five jobs")
+    wait_until(running_on_victim, 15, message="the victim to start all five jobs")
     victim.kill()
     start_runner(runners, db_url, tmp_path)
 
@@ -172,7 +162,7 @@ def test_jobs_of_a_killed_worker_are_rescued_and_completed_exactly_once(
             ).scalars()
             return all(s == "completed" for s in states)
 
-    wait_for(all_completed, 30, "every job to be rescued and completed")
+    wait_until(all_completed, 30, message="every job to be rescued and completed")
     with engine.connect() as conn:
         rows = conn.execute(
             text(
@@ -207,7 +197,7 @@ def test_a_slow_job_of_a_live_worker_is_not_rescued(
     def finished() -> bool:
         return sa_river.get_job(engine, job_id).state == "completed"  # type: ignore[union-attr]
 
-    wait_for(finished, 30, "the slow job to complete")
+    wait_until(finished, 30, message="the slow job to complete")
     job = sa_river.get_job(engine, job_id)
     assert job is not None
     assert job.attempt == 1
@@ -226,7 +216,7 @@ def test_three_runners_with_random_leader_kills_never_have_two_leaders(
     kills = 0
     deadline = time.monotonic() + 60  # the issue asks for 60 s of random leader kills
     while time.monotonic() < deadline:
-        leader_id = wait_for(lambda: current_leader(engine), 15, "a leader")
+        leader_id = wait_until(lambda: current_leader(engine), 15, message="a leader")
         time.sleep(rng.uniform(0.5, 2.0))
         victim = next(
             (r for r in runners if r.client_id == leader_id and r.proc.poll() is None), None
@@ -237,8 +227,10 @@ def test_three_runners_with_random_leader_kills_never_have_two_leaders(
         kills += 1
         killed = time.monotonic()
         start_runner(runners, db_url, tmp_path)
-        wait_for(
-            lambda old=leader_id: current_leader(engine) not in (None, old), 15, "a new leader"
+        wait_until(
+            lambda old=leader_id: current_leader(engine) not in (None, old),
+            15,
+            message="a new leader",
         )
         takeovers.append(time.monotonic() - killed)
     for runner in runners:
