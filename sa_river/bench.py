@@ -809,14 +809,18 @@ def bench_continuous(url: URL, opts: BenchOptions, floor: int, progress: Progres
     )
 
 
-def _insert_timed(engine: Engine, samples: int) -> None:
-    """Insert ``samples`` latency jobs at about LATENCY_RATE per second."""
+def _insert_timed(engine: Engine, samples: int, latencies: list[float]) -> None:
+    """Insert ``samples`` latency jobs at about LATENCY_RATE per second, then wait (30 s at
+    most) until the consumer has recorded a latency for each in ``latencies``."""
     interval = 1.0 / LATENCY_RATE
     next_at = time.perf_counter()
     for _ in range(samples):
         sa_river.insert(engine, ("bench_latency", {"t": time.perf_counter()}))
         next_at += interval
         time.sleep(max(0.0, next_at - time.perf_counter()))
+    deadline = time.monotonic() + 30
+    while len(latencies) < samples and time.monotonic() < deadline:
+        time.sleep(0.01)
 
 
 def _latency_sa_river(url: URL, samples: int, concurrency: int) -> list[float]:
@@ -833,10 +837,7 @@ def _latency_sa_river(url: URL, samples: int, concurrency: int) -> list[float]:
     try:
         if not worker.wait_listening(_READY_TIMEOUT):
             raise TimeoutError("the worker's LISTEN connection did not come up")
-        _insert_timed(engine, samples)
-        deadline = time.monotonic() + 30
-        while len(latencies) < samples and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _insert_timed(engine, samples, latencies)
     finally:
         worker.stop()
         engine.dispose()
@@ -868,10 +869,7 @@ def _latency_ceiling(url: URL, samples: int) -> list[float]:
     try:
         if not ready.wait(_READY_TIMEOUT):
             raise TimeoutError("the raw LISTEN connection did not come up")
-        _insert_timed(engine, samples)
-        deadline = time.monotonic() + 30
-        while len(latencies) < samples and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _insert_timed(engine, samples, latencies)
     finally:
         stop.set()
         thread.join(10)
