@@ -36,6 +36,7 @@ from sqlalchemy.sql import bindparam
 from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob, RiverQueue
 from sa_river.queries.notify import TOPIC_CONTROL, channel_expr, notify_insert
 from sa_river.types import AttemptError, JobRow, JobState
+from sa_river.unique import bitmask_states
 
 __all__ = [
     "JobInsertParams",
@@ -286,7 +287,7 @@ def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
         queue=p.queue,
         tags=list(p.tags),
         unique_key=p.unique_key,
-        unique_states=None if p.unique_states is None else _bitmask_states(p.unique_states),
+        unique_states=None if p.unique_states is None else bitmask_states(p.unique_states),
     )
     return new, False
 
@@ -436,7 +437,7 @@ def job_row_from_row(row: Row[Any] | Mapping[str, Any]) -> JobRow:
         queue=m["queue"],
         tags=list(m["tags"] or ()),
         unique_key=bytes(m["unique_key"]) if m["unique_key"] is not None else None,
-        unique_states=_bitmask_states(unique_states) if unique_states is not None else None,
+        unique_states=bitmask_states(unique_states) if unique_states is not None else None,
     )
 
 
@@ -494,15 +495,9 @@ def _job_row(values: Sequence[Any]) -> JobRow:
         queue=queue,
         tags=tags if tags is not None else [],
         unique_key=bytes(unique_key) if unique_key is not None else None,
-        unique_states=_bitmask_states(unique_states) if unique_states is not None else None,
+        unique_states=bitmask_states(unique_states) if unique_states is not None else None,
     )
     return row
-
-
-def _bitmask_states(bitmask: str) -> frozenset[JobState]:
-    from sa_river.unique import bitmask_states
-
-    return bitmask_states(bitmask)
 
 
 # --- working jobs ------------------------------------------------------------------------
