@@ -36,6 +36,14 @@ from sa_river.errors import (
     UnknownJobKindError,
     UnserializableArgsError,
 )
+from sa_river.hooks import (
+    Hook,
+    InsertingJob,
+    WorkOutcome,
+    add_hook,
+    hooks_installed,
+    remove_hook,
+)
 from sa_river.options import InsertOpts, UniqueOpts
 from sa_river.periodic import PeriodicJob
 from sa_river.retry import RetryPolicy, default_retry_policy
@@ -52,9 +60,11 @@ __all__ = [
     "AttemptError",
     "ConfigError",
     "FieldError",
+    "Hook",
     "InsertManyParams",
     "InsertOpts",
     "InsertResult",
+    "InsertingJob",
     "InvalidJobError",
     "Job",
     "JobArgs",
@@ -69,14 +79,17 @@ __all__ = [
     "UniqueOpts",
     "UnknownJobKindError",
     "UnserializableArgsError",
+    "WorkOutcome",
     "Worker",
     "WorkerConfig",
     "Workers",
     "__version__",
+    "add_hook",
     "cancel_job",
     "complete_in",
     "default_retry_policy",
     "get_job",
+    "hooks_installed",
     "insert",
     "insert_async",
     "insert_many",
@@ -85,6 +98,7 @@ __all__ = [
     "insert_many_fast_async",
     "list_jobs",
     "pause_queue",
+    "remove_hook",
     "resume_queue",
     "retry_job",
 ]

@@ -17,8 +17,9 @@ as it was.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
 from typing import Any, TypeAlias, TypeVar
@@ -29,6 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync
 from sa_river.args import ArgsLike, encode_json, kind_and_encoded_args
 from sa_river.errors import InvalidJobError
+from sa_river.hooks import (
+    Hook,
+    InsertingJob,
+    call_after_insert,
+    call_before_insert,
+    installed_hooks,
+)
 from sa_river.options import (
     MAX_ATTEMPTS_DEFAULT,
     PRIORITY_DEFAULT,
@@ -65,10 +73,14 @@ in the inserting transaction. Empty (and free) unless :func:`sa_river.testing.in
 
 
 def _with_after_insert_hooks(
-    fn: Callable[[Connection], list[InsertResult]],
-) -> Callable[[Connection], list[InsertResult]]:
-    def hooked(conn: Connection) -> list[InsertResult]:
-        results = fn(conn)
+    fn: Callable[[Connection, Sequence[JobInsertParams]], list[InsertResult]],
+) -> Callable[[Connection, Sequence[JobInsertParams]], list[InsertResult]]:
+    """``fn``, followed by the :data:`AFTER_INSERT_HOOKS` when there are any."""
+    if not AFTER_INSERT_HOOKS:
+        return fn
+
+    def hooked(conn: Connection, params: Sequence[JobInsertParams]) -> list[InsertResult]:
+        results = fn(conn, params)
         for hook in tuple(AFTER_INSERT_HOOKS):
             hook(conn, results)
         return results
@@ -189,11 +201,8 @@ def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -
     >>> result.job.state                                                          # doctest: +SKIP
     <JobState.AVAILABLE: 'available'>
     """
-    params = prepare(args, opts)
-    if AFTER_INSERT_HOOKS:
-        hooked = _with_after_insert_hooks(lambda conn: [_insert_one(conn, params)])
-        return run_sync(target, hooked, what="insert")[0]
-    return run_sync(target, partial(_insert_one, params=params), what="insert")
+    work = _with_after_insert_hooks(_insert_one_listed)
+    return _insert_sync(target, [prepare(args, opts)], work, "insert")[0]
 
 
 def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[InsertResult]:
@@ -202,11 +211,8 @@ def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[Ins
     Items are args (``JobArgs`` or ``(kind, dict)``) or :class:`InsertManyParams` carrying
     their own options. Unique jobs are honoured, including duplicates within the batch.
     """
-    params = _prepare_many(items)
-    if AFTER_INSERT_HOOKS:
-        hooked = _with_after_insert_hooks(lambda conn: _insert_prepared(conn, params))
-        return run_sync(target, hooked, what="insert_many")
-    return run_sync(target, lambda conn: _insert_prepared(conn, params), what="insert_many")
+    work = _with_after_insert_hooks(_insert_prepared)
+    return _insert_sync(target, _prepare_many(items), work, "insert_many")
 
 
 def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int:
@@ -217,9 +223,7 @@ def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int
     """
     params = _prepare_many(items)
     _reject_unique_for_copy(params)
-    return run_sync(
-        target, lambda conn: job_queries.job_insert_copy(conn, params), what="insert_many_fast"
-    )
+    return _insert_sync(target, params, job_queries.job_insert_copy, "insert_many_fast")
 
 
 def _reject_unique_for_copy(params: Sequence[JobInsertParams]) -> None:
@@ -235,33 +239,117 @@ async def insert_async(
     target: AsyncTarget, args: ArgsLike, opts: InsertOpts | None = None
 ) -> InsertResult:
     """Async twin of :func:`insert` for ``AsyncSession``/``AsyncConnection``/``AsyncEngine``."""
-    params = prepare(args, opts)
-    return await run_async(target, partial(_insert_one, params=params), what="insert")
+    results = await _insert_async(target, [prepare(args, opts)], _insert_one_listed, "insert")
+    return results[0]
 
 
 async def insert_many_async(
     target: AsyncTarget, items: Sequence[InsertManyItem]
 ) -> list[InsertResult]:
     """Async twin of :func:`insert_many`."""
-    params = _prepare_many(items)
-    return await run_async(target, lambda conn: _insert_prepared(conn, params), what="insert_many")
+    return await _insert_async(target, _prepare_many(items), _insert_prepared, "insert_many")
 
 
 async def insert_many_fast_async(target: AsyncTarget, items: Sequence[InsertManyItem]) -> int:
     """Async twin of :func:`insert_many_fast` (``COPY`` on the async driver connection)."""
     params = _prepare_many(items)
     _reject_unique_for_copy(params)
-    if isinstance(target, AsyncEngine):
-        async with target.begin() as conn:
-            return await _copy_async(conn, params)
-    if isinstance(target, AsyncSession):
-        return await _copy_async(await target.connection(), params)
-    if isinstance(target, AsyncConnection):
-        return await _copy_async(target, params)
-    raise TypeError(
-        "insert_many_fast_async target must be an AsyncSession, AsyncConnection or "
-        f"AsyncEngine, got {type(target).__name__}"
-    )
+    if not isinstance(target, AsyncEngine | AsyncSession | AsyncConnection):
+        raise TypeError(
+            "insert_many_fast_async target must be an AsyncSession, AsyncConnection or "
+            f"AsyncEngine, got {type(target).__name__}"
+        )
+    hooks = installed_hooks()
+    jobs: list[InsertingJob] = []
+    if hooks:
+        jobs, params = _before_insert(hooks, params)
+    try:
+        if isinstance(target, AsyncEngine):
+            async with target.begin() as conn:
+                count = await _copy_async(conn, params)
+        elif isinstance(target, AsyncSession):
+            count = await _copy_async(await target.connection(), params)
+        else:
+            count = await _copy_async(target, params)
+    except BaseException as exc:
+        if hooks:
+            call_after_insert(hooks, jobs, (), exc)
+        raise
+    if hooks:
+        call_after_insert(hooks, jobs, (), None)
+    return count
+
+
+# -- one path for every insert, with hooks when any are registered ------------------------------
+
+_Work: TypeAlias = Callable[[Connection, Sequence[JobInsertParams]], _R]
+
+
+def _insert_one_listed(conn: Connection, params: Sequence[JobInsertParams]) -> list[InsertResult]:
+    return [_insert_one(conn, params[0])]
+
+
+def _work_on(work: _Work[_R], params: Sequence[JobInsertParams], conn: Connection) -> _R:
+    return work(conn, params)
+
+
+def _insert_sync(
+    target: SyncTarget, params: list[JobInsertParams], work: _Work[_R], what: str
+) -> _R:
+    hooks = installed_hooks()
+    if not hooks:
+        return run_sync(target, partial(_work_on, work, params), what=what)
+    jobs, params = _before_insert(hooks, params)
+    try:
+        out = run_sync(target, partial(_work_on, work, params), what=what)
+    except BaseException as exc:
+        call_after_insert(hooks, jobs, (), exc)
+        raise
+    call_after_insert(hooks, jobs, out if isinstance(out, list) else (), None)
+    return out
+
+
+async def _insert_async(
+    target: AsyncTarget, params: list[JobInsertParams], work: _Work[_R], what: str
+) -> _R:
+    hooks = installed_hooks()
+    if not hooks:
+        return await run_async(target, partial(_work_on, work, params), what=what)
+    jobs, params = _before_insert(hooks, params)
+    try:
+        out = await run_async(target, partial(_work_on, work, params), what=what)
+    except BaseException as exc:
+        call_after_insert(hooks, jobs, (), exc)
+        raise
+    call_after_insert(hooks, jobs, out if isinstance(out, list) else (), None)
+    return out
+
+
+def _before_insert(
+    hooks: Sequence[Hook], params: list[JobInsertParams]
+) -> tuple[list[InsertingJob], list[JobInsertParams]]:
+    """Show ``params`` to the hooks; the params again, with any metadata they changed."""
+    jobs = [
+        InsertingJob(
+            kind=p.kind,
+            queue=p.queue,
+            priority=p.priority,
+            max_attempts=p.max_attempts,
+            tags=tuple(p.tags),
+            metadata=json.loads(p.metadata),
+        )
+        for p in params
+    ]
+    call_before_insert(hooks, jobs)
+    updated = []
+    for index, (p, job) in enumerate(zip(params, jobs, strict=True)):
+        if not isinstance(job.metadata, dict):
+            raise InvalidJobError(
+                f"items[{index}].metadata", "a hook replaced the metadata with a non-dict"
+            )
+        metadata = encode_json(job.metadata, field="metadata") if job.metadata else "{}"
+        updated.append(p if metadata == p.metadata else replace(p, metadata=metadata))
+    return jobs, updated
 
 
 async def _copy_async(conn: AsyncConnection, params: Sequence[JobInsertParams]) -> int:

@@ -27,6 +27,14 @@ from typing import Any
 
 from sa_river.args import encode_json
 from sa_river.errors import UnknownJobKindError
+from sa_river.hooks import (
+    Hook,
+    WorkOutcome,
+    call_after_work,
+    call_before_work,
+    installed_hooks,
+    work_result,
+)
 from sa_river.queries.job import JobSetStateParams
 from sa_river.retry import RetryPolicy
 from sa_river.types import AttemptError, JobRow, JobState
@@ -100,11 +108,13 @@ class _Running:
         "deadline",
         "future",
         "handler",
+        "hooks",
         "is_sync",
         "job",
         "on_done",
         "settled",
         "started_at",
+        "task",
         "thread",
     )
 
@@ -115,8 +125,10 @@ class _Running:
         on_done: Callable[[], None],
         deadline: float | None,
         is_sync: bool = True,
+        hooks: tuple[Hook, ...] = (),
     ) -> None:
         self.job = job
+        self.hooks = hooks
         self.handler = handler
         self.on_done = on_done
         self.deadline = deadline
@@ -125,6 +137,7 @@ class _Running:
         self.is_sync = is_sync
         self.settled = False
         self.future: concurrent.futures.Future[Any] | None = None
+        self.task: asyncio.Task[Any] | None = None
 
 
 _STALL = 0.0005
@@ -272,12 +285,13 @@ class Executor:
         failed: list[tuple[_Running, BaseException]] = []
         get_handler = self._workers.get
         default_timeout = self._default_timeout
+        hooks = installed_hooks()
         for row in rows:
             try:
                 handler = get_handler(row.kind)
                 args = handler.decode(row.args)
             except Exception as error:
-                running = _Running(Job(row=row, args=None), None, on_done, None)
+                running = _Running(Job(row=row, args=None), None, on_done, None, hooks=hooks)
                 failed.append((running, error))
                 continue
             running = _Running(
@@ -286,6 +300,7 @@ class Executor:
                 on_done,
                 None,  # set when a sync handler starts (async ones use wait_for)
                 not handler.is_async,
+                hooks,
             )
             started.append(running)
         with self._lock:
@@ -315,9 +330,12 @@ class Executor:
                 return  # released at shutdown while it waited for a thread
             # The timeout counts from the handler's start, not from the fetch.
             timeout = running.handler.timeout_or(self._default_timeout)
+            running.started_at = time.monotonic()
             if timeout is not None:
-                running.deadline = time.monotonic() + timeout.total_seconds()
+                running.deadline = running.started_at + timeout.total_seconds()
             running.thread = threading.current_thread()
+        if running.hooks:
+            call_before_work(running.hooks, running.job)
         try:
             running.handler.fn(running.job)
         except BaseException as exc:
@@ -328,6 +346,19 @@ class Executor:
     async def _run_async(self, running: _Running, timeout: timedelta | None) -> None:
         handler = running.handler
         assert handler is not None
+        with self._lock:
+            if running.settled:
+                return  # released at shutdown before it started
+            # cancel() cancels this task from now on; a cancel that came before is seen here.
+            running.task = asyncio.current_task()
+            event = running.job._cancel_requested
+            cancelled_early = event is not None and event.is_set()
+        if cancelled_early:
+            self._settle(running, JobCancel("cancelled before it started"))
+            return
+        running.started_at = time.monotonic()
+        if running.hooks:
+            call_before_work(running.hooks, running.job)
         result: list[BaseException | None] = []
 
         async def call() -> None:
@@ -373,6 +404,8 @@ class Executor:
             _log_attempt(running, exc)
         if exc is None and self._report_completed is not None:
             self._report_completed(job_id, running.job.row.attempt)
+            if running.hooks:
+                _after_work(running, JobState.COMPLETED, None, snoozed=False)
             running.on_done()
             return
         if isinstance(exc, BaseException) and not isinstance(exc, Exception):
@@ -413,6 +446,8 @@ class Executor:
                 },
             )
         self._report(outcome)
+        if running.hooks:
+            _after_work(running, outcome.state, exc, snoozed=outcome.snoozed)
         running.on_done()
 
     def _watch_timeouts(self) -> None:
@@ -448,11 +483,12 @@ class Executor:
         """Cancel a running job: an async one at once, a sync one cooperatively."""
         with self._lock:
             running = self._running.get(job_id)
-        if running is None:
-            return False
-        running.job.cancel_requested.set()
-        if running.future is not None:
-            running.future.cancel()
+            if running is None:
+                return False
+            running.job.cancel_requested.set()
+            task = running.task
+        if task is not None:
+            self._loop.call_soon_threadsafe(task.cancel)
         return True
 
     def running_ids(self) -> list[int]:
@@ -502,6 +538,18 @@ class Executor:
 
 def _fallback_retry(attempt: int) -> timedelta:
     return timedelta(seconds=60)
+
+
+def _after_work(
+    running: _Running, state: JobState, exc: BaseException | None, *, snoozed: bool
+) -> None:
+    outcome = WorkOutcome(
+        result=work_result(state, snoozed=snoozed),
+        state=state,
+        error=exc,
+        duration=time.monotonic() - running.started_at,
+    )
+    call_after_work(running.hooks, running.job, outcome)
 
 
 def _log_attempt(running: _Running, exc: BaseException | None) -> None:

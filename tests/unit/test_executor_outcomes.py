@@ -432,3 +432,37 @@ def test_an_async_handler_raising_cancelled_error_itself_frees_its_slot(
     assert params.state is S.RETRYABLE
     assert "cancelled" in error_of(params)["error"]
     assert executor.wait_idle(1)
+
+
+class TestCancelRace:
+    def test_a_cancel_right_after_the_fetch_cancels_an_async_job(
+        self, make_executor: Any, collector: Collector
+    ) -> None:
+        """A cancel that lands between the attempt being registered and its task starting
+        must still cancel it (it used to only set the flag, and the handler ran on)."""
+        workers = Workers()
+
+        @workers.handler("sleeps")
+        async def sleeps(job: Job[dict[str, Any]]) -> None:
+            await asyncio.sleep(30)
+
+        executor = make_executor(workers)
+        rounds = 100
+        for job_id in range(1, rounds + 1):
+            cancelled = threading.Event()
+
+            def cancel_as_soon_as_registered(
+                job_id: int = job_id, cancelled: threading.Event = cancelled
+            ) -> None:
+                deadline = time.monotonic() + 5
+                while not executor.cancel(job_id) and time.monotonic() < deadline:
+                    pass
+                cancelled.set()
+
+            canceller = threading.Thread(target=cancel_as_soon_as_registered)
+            canceller.start()
+            executor.execute(row(job_id, kind="sleeps"), collector.on_done)
+            canceller.join(5)
+            assert cancelled.is_set()
+        outcomes = collector.wait(rounds, timeout=10)
+        assert {o.state for o in outcomes} == {S.CANCELLED}

@@ -34,6 +34,13 @@ EXPECTED_PUBLIC_NAMES = {
     "WorkerConfig",
     "Workers",
     "__version__",
+    # hooks
+    "Hook",
+    "InsertingJob",
+    "WorkOutcome",
+    "add_hook",
+    "hooks_installed",
+    "remove_hook",
     # enqueue
     "insert",
     "insert_async",
