@@ -181,8 +181,14 @@ def _failed(hook: Hook, method: str) -> None:
 
 
 def call_before_insert(hooks: Sequence[Hook], jobs: Sequence[InsertingJob]) -> None:
-    for hook in hooks:
-        hook.before_insert(jobs)
+    for index, hook in enumerate(hooks):
+        try:
+            hook.before_insert(jobs)
+        except BaseException as exc:
+            # The hooks before this one saw before_insert, so they hear how it ended (a
+            # tracing hook ends the span it opened).
+            call_after_insert(hooks[:index], jobs, (), exc)
+            raise
 
 
 def call_after_insert(
@@ -191,7 +197,7 @@ def call_after_insert(
     results: Sequence[InsertResult],
     error: BaseException | None,
 ) -> None:
-    for hook in hooks:
+    for hook in reversed(hooks):
         try:
             hook.after_insert(jobs, results, error)
         except Exception:
