@@ -9,19 +9,41 @@ those fields, so each event is one grep-able line::
 
 from __future__ import annotations
 
+import json
 import logging
+from datetime import datetime, timezone
 
-__all__ = ["STRUCTURED_FIELDS", "KeyValueFormatter", "configure_logging"]
+__all__ = [
+    "LOG_FORMATS",
+    "STRUCTURED_FIELDS",
+    "JsonFormatter",
+    "KeyValueFormatter",
+    "configure_logging",
+]
 
-STRUCTURED_FIELDS = ("event", "job_id", "kind", "queue", "attempt", "duration_ms", "client_id")
+STRUCTURED_FIELDS = (
+    "event",
+    "job_id",
+    "kind",
+    "queue",
+    "attempt",
+    "duration_ms",
+    "client_id",
+    "hook",
+    "method",
+)
+"""The documented, stable fields (docs/observability.md, "Structured logs")."""
+
+LOG_FORMATS = ("text", "json")
 
 
 class KeyValueFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
 
-    def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The fields go on the message's line, before any traceback that follows it.
+        line = super().formatMessage(record)
         fields = [
             f"{name}={getattr(record, name)}"
             for name in STRUCTURED_FIELDS
@@ -30,10 +52,30 @@ class KeyValueFormatter(logging.Formatter):
         return f"{line} {' '.join(fields)}" if fields else line
 
 
-def configure_logging(level: str = "INFO") -> None:
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time``, ``level``, ``logger``, ``message``, the structured
+    fields that are set, and ``exception`` (the formatted traceback) when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in STRUCTURED_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
     """Send sa_river's records to stderr, one line each, with their structured fields."""
     handler = logging.StreamHandler()
-    handler.setFormatter(KeyValueFormatter())
+    handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
     root = logging.getLogger("sa_river")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
