@@ -7,7 +7,7 @@ Commands::
     migrate current  [--database-url URL]                  print the applied revision(s)
     migrate sql      [--target REV] [--from REV]           print the offline SQL script
     worker  --app MODULE:ATTR [--queue NAME=N ...] [--database-url URL] [--poll-only] ...
-            [--processes N]                                run a worker until SIGTERM/SIGINT
+            [--processes N] [--metrics-port PORT]          run a worker until SIGTERM/SIGINT
     enqueue --kind KIND [--args JSON] [--queue Q] ...      insert one job
     demo    [-n N] [--database-url URL]                    enqueue demo jobs and work them
     status  [--database-url URL] [--json]                  leader, live workers, job counts
@@ -40,7 +40,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import alembic.util
 import sqlalchemy.exc
@@ -49,6 +49,10 @@ from sqlalchemy.engine import make_url
 from sa_river import migrate
 from sa_river.errors import SaRiverError
 from sa_river.supervisor import watch_supervisor
+
+if TYPE_CHECKING:
+    from sa_river.contrib.prometheus import MetricsServer
+    from sa_river.worker import Worker
 
 __all__ = [
     "EXIT_ERROR",
@@ -68,6 +72,7 @@ __all__ = [
 ]
 
 PROG = "sa-river"
+METRICS_ADDR_DEFAULT = "0.0.0.0"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -291,7 +296,33 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         "forwards SIGTERM/SIGINT (default 1: this process is the worker); --queue limits "
         "apply to each process",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=_port,
+        default=None,
+        metavar="PORT",
+        help="serve Prometheus metrics on http://ADDR:PORT/metrics while the worker runs "
+        "(needs: pip install 'sa_river[prometheus]'); 0 picks a free port, printed at start. "
+        "With --processes N, process i (0 to N-1) serves its own metrics on PORT+i: scrape "
+        "all N ports",
+    )
+    parser.add_argument(
+        "--metrics-addr",
+        default=None,
+        metavar="ADDR",
+        help=f"address the metrics server listens on (default {METRICS_ADDR_DEFAULT})",
+    )
     parser.set_defaults(handler=cmd_worker)
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -358,6 +389,7 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     from sa_river.logfmt import configure_logging
     from sa_river.worker import Worker
 
+    _check_metrics_options(args)
     configure_logging(args.log_level)
     registry = _load_workers(args.app)
     url = _database_url_or_embedded(args, out)
@@ -374,11 +406,50 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
         settings["job_timeout"] = timedelta(seconds=args.job_timeout) if args.job_timeout else None
     queues = dict(args.queues) if args.queues else None
     worker = Worker(url, registry, queues, **settings)
-    print(f"worker {worker.client_id} running {registry.kinds()}; Ctrl-C to stop", file=out)
-    out.flush()
-    watch_supervisor(lambda: os.kill(os.getpid(), signal.SIGTERM))
-    worker.run()
+    # Bound before the worker starts, so a port in use fails before any job is fetched.
+    metrics = _start_metrics(args, worker) if args.metrics_port is not None else None
+    try:
+        print(f"worker {worker.client_id} running {registry.kinds()}; Ctrl-C to stop", file=out)
+        if metrics is not None:
+            print(f"metrics on {metrics.url}", file=out)
+        out.flush()
+        watch_supervisor(lambda: os.kill(os.getpid(), signal.SIGTERM))
+        worker.run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return EXIT_OK
+
+
+def _check_metrics_options(args: argparse.Namespace) -> None:
+    """Fail early and in one line if ``--metrics-port`` cannot work."""
+    if args.metrics_port is None:
+        if args.metrics_addr is not None:
+            raise CommandFailed("--metrics-addr needs --metrics-port")
+        return
+    if args.metrics_addr is None:
+        args.metrics_addr = METRICS_ADDR_DEFAULT
+    try:
+        import sa_river.contrib.prometheus  # noqa: F401
+    except ImportError as exc:
+        raise CommandFailed(f"--metrics-port: {exc}") from None
+    last = args.metrics_port + args.processes - 1
+    if args.metrics_port and last > 65535:
+        raise CommandFailed(
+            f"--metrics-port {args.metrics_port} with --processes {args.processes} needs ports "
+            f"up to {last}, past 65535"
+        )
+
+
+def _start_metrics(args: argparse.Namespace, worker: Worker) -> MetricsServer:
+    from sa_river.contrib.prometheus import start_metrics_server
+
+    try:
+        return start_metrics_server(args.metrics_port, args.metrics_addr, worker=worker)
+    except OSError as exc:
+        raise CommandFailed(
+            f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc}"
+        ) from None
 
 
 def _child_argv(args: argparse.Namespace, url: str, index: int) -> list[str]:
@@ -398,6 +469,10 @@ def _child_argv(args: argparse.Namespace, url: str, index: int) -> list[str]:
     ):
         if value is not None:
             argv += [option, repr(value)]
+    if args.metrics_port is not None:
+        # Each process serves its own metrics: child i on PORT+i (0: each picks a free port).
+        port = args.metrics_port + index if args.metrics_port else 0
+        argv += ["--metrics-port", str(port), "--metrics-addr", args.metrics_addr]
     return argv
 
 
