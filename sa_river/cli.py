@@ -288,6 +288,13 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     parser.add_argument(
+        "--log-format",
+        default="text",
+        choices=["text", "json"],
+        help="text: a line with key=value fields; json: one JSON object per line "
+        "(fields documented in docs/observability.md)",
+    )
+    parser.add_argument(
         "--processes",
         type=_positive_int,
         default=1,
@@ -390,7 +397,7 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     from sa_river.worker import Worker
 
     _check_metrics_options(args)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     registry = _load_workers(args.app)
     url = _database_url_or_embedded(args, out)
     if args.processes > 1:
@@ -456,6 +463,7 @@ def _child_argv(args: argparse.Namespace, url: str, index: int) -> list[str]:
     """The ``worker`` arguments of supervised child ``index``: this command's, minus
     ``--processes``, with the resolved URL and, for ``--id X``, the id ``X-<index + 1>``."""
     argv = ["worker", "--app", args.app, "--database-url", url, "--log-level", args.log_level]
+    argv += ["--log-format", args.log_format]
     for name, limit in args.queues or ():
         argv += ["--queue", f"{name}={limit}"]
     if args.client_id:

@@ -11,6 +11,7 @@ on the way out if still alive.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import signal
 import socket
@@ -529,3 +530,29 @@ def test_cli_port_in_use_is_a_one_line_error(
     assert "Traceback" not in stderr
     [error] = [line for line in stderr.splitlines() if line.startswith("sa-river: error:")]
     assert error.startswith(f"sa-river: error: cannot serve metrics on 127.0.0.1:{port}: ")
+
+
+def test_cli_json_logs_are_one_object_per_line_with_the_documented_fields(
+    db_url: URL, engine: Engine, tmp_path: Path, cli_processes: list[CliProcess]
+) -> None:
+    argv = _worker_argv(db_url, "--metrics-port", "0", "--log-format", "json")
+    process = CliProcess(argv, db_url, tmp_path / "log")
+    cli_processes.append(process)
+    process.metrics_urls(1)
+    job_id = insert_job(engine, "boom", opts=InsertOpts(max_attempts=1))
+
+    def failure_logged() -> bool:
+        return '"event": "job_failed"' in process.log_path.read_text()
+
+    wait_until(failure_logged, 20, message=lambda: f"a job_failed line: {process.output()}")
+    assert process.stop() == 0, process.output()
+    entries = [json.loads(line) for line in process.log_path.read_text().splitlines() if line]
+    events = [entry.get("event") for entry in entries]
+    assert events[:2] == ["metrics_serving", "worker_started"]
+    assert events[-1] == "worker_stopped"
+    [failed] = [entry for entry in entries if entry.get("event") == "job_failed"]
+    assert failed["job_id"] == job_id
+    assert failed["kind"] == "boom"
+    assert failed["queue"] == "default"
+    assert failed["attempt"] == 1
+    assert failed["level"] == "INFO"
