@@ -562,6 +562,51 @@ def job_get_available(conn: Connection, *, queue: str, limit: int, client_id: st
     return [_job_row(r) for r in rows]
 
 
+@dataclass(frozen=True)
+class UndecodableJob:
+    """A fetched row that could not be decoded into a :class:`~sa_river.types.JobRow`.
+
+    It is ``running`` in attempt ``attempt`` like the rest of its fetch; ``error`` says why it
+    could not be decoded (a foreign client wrote ``errors`` in another shape, for example).
+    """
+
+    id: int
+    attempt: int
+    kind: str
+    error: Exception
+
+
+@dataclass(frozen=True)
+class FetchedJobs:
+    """What one fetch locked and marked running: the decoded jobs and the rows that failed."""
+
+    jobs: list[JobRow]
+    undecodable: list[UndecodableJob]
+
+    def __len__(self) -> int:
+        return len(self.jobs) + len(self.undecodable)
+
+
+def job_fetch_available(conn: Connection, *, queue: str, limit: int, client_id: str) -> FetchedJobs:
+    """:func:`job_get_available`, decoding each row on its own: a row that fails to decode is
+    returned as an :class:`UndecodableJob` (its id and attempt are read raw) instead of raising,
+    so the other rows of the fetch, already marked running, are not stranded.
+    """
+    rows = conn.execute(
+        _FETCH, {"fetch_queue": queue, "fetch_limit": limit, "client_id": client_id}
+    ).all()
+    jobs: list[JobRow] = []
+    undecodable: list[UndecodableJob] = []
+    for r in rows:
+        try:
+            jobs.append(_job_row(r))
+        except Exception as error:
+            undecodable.append(
+                UndecodableJob(id=int(r[0]), attempt=int(r[2]), kind=str(r[12]), error=error)
+            )
+    return FetchedJobs(jobs, undecodable)
+
+
 def job_fetch_plan(conn: Connection, *, queue: str = "default", limit: int = 100) -> list[str]:
     """``EXPLAIN`` of the fetch statement (not run: nothing is locked or changed)."""
     compiled = _FETCH.compile(dialect=conn.dialect)
@@ -692,7 +737,10 @@ def job_set_state_if_running_many(
             "o_id": [o.id for o in outcomes],
             "o_state": [o.state.value for o in outcomes],
             "o_error": [o.error for o in outcomes],
-            "o_delay_seconds": [o.delay_seconds for o in outcomes],
+            # psycopg refuses a list mixing int and float; a delay given as an int is fine.
+            "o_delay_seconds": [
+                None if o.delay_seconds is None else float(o.delay_seconds) for o in outcomes
+            ],
             "o_snoozed": [o.snoozed for o in outcomes],
             "o_attempt": [o.attempt for o in outcomes],
         },
@@ -750,6 +798,85 @@ def job_record_outcomes(
     if others:
         changed += len(job_set_state_if_running_many(conn, others))
     return changed
+
+
+@dataclass(frozen=True)
+class JobFailParams:
+    """An attempt to end with an error whatever it was meant to record, for
+    :func:`job_fail_attempts`: ``error`` is the encoded ``AttemptError`` JSON to append."""
+
+    id: int
+    attempt: int | None
+    error: str
+
+
+def _fail_attempts_statement() -> Any:
+    failed = (
+        func.unnest(
+            bindparam("f_id", type_=ARRAY(BigInteger)),
+            bindparam("f_attempt", type_=ARRAY(SmallInteger)),
+            bindparam("f_error", type_=ARRAY(Text)),
+        )
+        .table_valued("id", "attempt", "error")
+        .render_derived(name="failed")
+    )
+    # Decided here, from the row itself: the caller may not have (or trust) its decoded values.
+    wanted = case(
+        (job_table.c.metadata.has_key("cancel_attempted_at"), literal("cancelled", Text)),
+        (job_table.c.attempt >= job_table.c.max_attempts, literal("discarded", Text)),
+        else_=literal("retryable", Text),
+    )
+    return (
+        update(job_table)
+        .where(
+            job_table.c.id == failed.c.id,
+            job_table.c.state == JobState.RUNNING,
+            or_(failed.c.attempt.is_(None), job_table.c.attempt == failed.c.attempt),
+        )
+        .values(
+            state=cast(wanted, JOB_STATE_ENUM),
+            finalized_at=case(
+                (wanted.in_(FINALIZED_STATE_VALUES), func.now()), else_=job_table.c.finalized_at
+            ),
+            errors=func.array_append(job_table.c.errors, cast(failed.c.error, JSONB)),
+            scheduled_at=case(
+                (
+                    wanted == literal("retryable", Text),
+                    func.now()
+                    + func.make_interval(0, 0, 0, 0, 0, 0, bindparam("f_retry_in", type_=Float)),
+                ),
+                else_=job_table.c.scheduled_at,
+            ),
+        )
+        .returning(job_table.c.id, job_table.c.state)
+    )
+
+
+_FAIL_ATTEMPTS = _fail_attempts_statement()
+
+
+def job_fail_attempts(
+    conn: Connection, failures: Sequence[JobFailParams], *, retry_in_seconds: float
+) -> dict[int, JobState]:
+    """End attempts with an error, only on rows still ``running`` in that attempt: the fallback
+    when an attempt's own outcome cannot be recorded, or its row cannot even be decoded.
+
+    Like any failed attempt, the job is ``retryable`` after ``retry_in_seconds``, ``discarded``
+    at its last attempt, or ``cancelled`` when its cancellation was requested. Returns the new
+    state of every row it changed.
+    """
+    if not failures:
+        return {}
+    rows = conn.execute(
+        _FAIL_ATTEMPTS,
+        {
+            "f_id": [f.id for f in failures],
+            "f_attempt": [f.attempt for f in failures],
+            "f_error": [f.error for f in failures],
+            "f_retry_in": retry_in_seconds,
+        },
+    ).all()
+    return {r.id: JobState(r.state) for r in rows}
 
 
 def job_complete_if_running(conn: Connection, job_id: int) -> bool:

@@ -3,8 +3,17 @@
 Outcomes queue up and are written by one UPDATE per batch, at the latest every
 ``flush_interval`` seconds or as soon as ``batch_size`` are waiting. The queue is bounded: when
 the database falls behind, executors block on :meth:`BatchCompleter.add`, which stops slots
-being freed, which stops fetching (back-pressure). A batch that fails to write is retried with
-backoff, never dropped; the UPDATE only touches rows still ``running``.
+being freed, which stops fetching (back-pressure). A batch that fails on connection trouble is
+retried with backoff, never dropped; the UPDATE only touches rows still ``running``, in the
+same attempt.
+
+A batch that fails for another reason (a bad value in one outcome, say a retry delay so large
+that ``scheduled_at`` overflows) is written again row by row, each in its own transaction, so
+only the offending outcomes fail. An outcome that cannot be recorded even alone ends its attempt
+with a fallback error instead (``retryable`` after
+:data:`~sa_river.retry.FALLBACK_RETRY_SECONDS`, or ``discarded`` at the last attempt), so its
+job does not stay ``running`` until a rescue. The writing loop outlives any unexpected error:
+it logs it and goes on with the next batch.
 
 A job whose handler returned is queued as its bare id (:meth:`BatchCompleter.complete`) and
 written by a plain ``completed`` UPDATE; other outcomes carry their error, delay or snooze.
@@ -14,22 +23,48 @@ transaction, so a batch costs one round trip per statement.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Sequence
 from contextlib import suppress
+from datetime import datetime, timezone
+from functools import partial
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from sa_river.queries.job import JobSetStateParams, job_record_outcomes
+from sa_river.queries.job import (
+    JobFailParams,
+    JobSetStateParams,
+    job_fail_attempts,
+    job_record_outcomes,
+)
+from sa_river.retry import FALLBACK_RETRY_SECONDS
 from sa_river.service import Service
+from sa_river.types import AttemptError
 
-__all__ = ["BatchCompleter"]
+__all__ = [
+    "BatchCompleter",
+    "fallback_error_json",
+    "is_transient_error",
+]
 
 logger = logging.getLogger("sa_river.completer")
 
 _BACKOFF_MAX = 5.0
+_MESSAGE_LIMIT = 2000
+_TRACE_LIMIT = 8000
+
+
+T = TypeVar("T")
+
+
+class _GaveUp(Exception):
+    """Stopping, and the database stayed unreachable for longer than ``give_up_after``."""
+
 
 Outcome = JobSetStateParams | tuple[int, int]
 
@@ -121,9 +156,29 @@ class BatchCompleter(Service):
                 batch = self._next_batch()
                 if batch is None:
                     return
-                self._write(batch)
+                try:
+                    self._write(batch)
+                except Exception:
+                    # A bug must not end the loop: outcomes queued later would never be
+                    # written, and adders would block on back-pressure for ever.
+                    logger.exception(
+                        "completer: unexpected error writing %d outcomes; their jobs stay "
+                        "running and will be rescued",
+                        len(batch),
+                        extra={"event": "completer_failed"},
+                    )
+                    self._drop_connection(invalidate=True)
+                    self.sleep(0.05)
+                finally:
+                    self._written(len(batch))
         finally:
             self._drop_connection(invalidate=False)
+
+    def _written(self, n: int) -> None:
+        with self._space:
+            self.completed_count += n
+            self._unwritten -= n
+            self._space.notify_all()
 
     def _drop_connection(self, *, invalidate: bool) -> None:
         conn, self._conn = self._conn, None
@@ -134,9 +189,121 @@ class BatchCompleter(Service):
                 conn.close()
 
     def _write(self, batch: list[Outcome]) -> None:
-        backoff = 0.05
         started = time.monotonic()
+        changed: int | None
+        try:
+            changed = self._execute(partial(job_record_outcomes, outcomes=batch), started)
+        except _GaveUp as exc:
+            self._log_gave_up(len(batch), started, exc)
+            return
+        except Exception as exc:
+            if len(batch) == 1:
+                changed = self._write_alone(batch[0], exc, started)
+            else:
+                logger.warning(
+                    "completer: recording %d outcomes failed (%s: %s); recording them one by one",
+                    len(batch),
+                    type(exc).__name__,
+                    _first_line(exc),
+                    extra={"event": "completer_batch_failed"},
+                )
+                changed = self._write_one_by_one(batch, started)
+        if changed is None:
+            return
+        skipped = len(batch) - changed
+        if skipped > 0:
+            logger.debug(
+                "completer: %d jobs were no longer running; their outcomes were not recorded",
+                skipped,
+                extra={"event": "completer_skipped"},
+            )
+
+    def _write_one_by_one(self, batch: list[Outcome], started: float) -> int | None:
+        """Record each outcome in its own transaction; ``None`` if it gave up on the rest."""
         changed = 0
+        for i, outcome in enumerate(batch):
+            try:
+                changed += self._execute(partial(job_record_outcomes, outcomes=[outcome]), started)
+            except _GaveUp as exc:
+                self._log_gave_up(len(batch) - i, started, exc)
+                return None
+            except Exception as exc:
+                alone = self._write_alone(outcome, exc, started)
+                if alone is None:
+                    return None
+                changed += alone
+        return changed
+
+    def _write_alone(self, outcome: Outcome, failure: Exception, started: float) -> int | None:
+        """``outcome`` cannot be recorded even on its own (``failure``): end its attempt with a
+        fallback error, so its job does not stay running. ``None`` if it gave up."""
+        identity = _identify(outcome)
+        if identity is None:
+            logger.error(
+                "completer: dropping an outcome that names no job (%r): %s: %s",
+                outcome,
+                type(failure).__name__,
+                _first_line(failure),
+                extra={"event": "completer_failed"},
+            )
+            return 0
+        job_id, attempt = identity
+        logger.error(
+            "completer: cannot record the outcome of job %d attempt %s (%s: %s); ending the "
+            "attempt with an error instead",
+            job_id,
+            attempt,
+            type(failure).__name__,
+            _first_line(failure),
+            extra={"event": "completer_outcome_rejected", "job_id": job_id, "attempt": attempt},
+        )
+        message = (
+            f"sa_river could not record this attempt's outcome ({_intended(outcome)}): "
+            f"{type(failure).__name__}: {_first_line(failure)}"
+        )
+        original = _original_error(outcome)
+        if original:
+            message += f"; the attempt's own error was: {original}"
+        fallback = JobFailParams(
+            id=job_id, attempt=attempt, error=fallback_error_json(attempt, message)
+        )
+        try:
+            states = self._execute(
+                lambda conn: job_fail_attempts(
+                    conn, [fallback], retry_in_seconds=FALLBACK_RETRY_SECONDS
+                ),
+                started,
+            )
+        except _GaveUp as exc:
+            self._log_gave_up(1, started, exc)
+            return None
+        except Exception:
+            logger.exception(
+                "completer: cannot record a fallback outcome for job %d either; it stays "
+                "running and will be rescued",
+                job_id,
+                extra={"event": "completer_failed", "job_id": job_id, "attempt": attempt},
+            )
+            return 0
+        if job_id in states:
+            logger.warning(
+                "completer: job %d attempt %s ended with a fallback error -> %s",
+                job_id,
+                attempt,
+                states[job_id].value,
+                extra={"event": "completer_fallback", "job_id": job_id, "attempt": attempt},
+            )
+            return 1
+        return 0
+
+    def _execute(self, statement: Callable[[Connection], T], started: float) -> T:
+        """Run ``statement`` in a transaction, retrying connection trouble with backoff.
+
+        Any other error is raised for the caller to narrow down. Raises :class:`_GaveUp` when
+        stopping and the database has been unreachable for more than ``give_up_after`` since
+        ``started``.
+        """
+        backoff = 0.05
         while True:
             try:
                 conn = self._conn
@@ -145,54 +312,86 @@ class BatchCompleter(Service):
                         isolation_level="AUTOCOMMIT"
                     )
                 with conn.begin():
-                    changed = job_record_outcomes(conn, batch)
-                break
-            except SQLAlchemyError as exc:
+                    return statement(conn)
+            except Exception as exc:
+                if not (isinstance(exc, SQLAlchemyError) and is_transient_error(exc)):
+                    if not isinstance(exc, DBAPIError):
+                        # Not a statement the server rejected (which leaves an autocommit
+                        # connection as it was): the connection's state is unknown.
+                        self._drop_connection(invalidate=True)
+                    raise
                 self._drop_connection(invalidate=True)
-                waited = time.monotonic() - started
-                if not _is_transient(exc):
-                    logger.exception(
-                        "completer: cannot record %d outcomes; their jobs stay running and will "
-                        "be rescued",
-                        len(batch),
-                        extra={"event": "completer_failed"},
-                    )
-                    changed = len(batch)
-                    break
-                if self.stopping and waited > self._give_up_after:
-                    logger.error(
-                        "completer: giving up on %d outcomes after %.0fs (%s); their jobs stay "
-                        "running and will be rescued",
-                        len(batch),
-                        waited,
-                        exc,
-                        extra={"event": "completer_gave_up"},
-                    )
-                    changed = len(batch)
-                    break
+                if self.stopping and time.monotonic() - started > self._give_up_after:
+                    raise _GaveUp(str(exc)) from exc
                 logger.warning(
-                    "completer: writing %d outcomes failed (%s); retrying in %.2fs",
-                    len(batch),
+                    "completer: writing outcomes failed (%s); retrying in %.2fs",
                     exc,
                     backoff,
                     extra={"event": "completer_error"},
                 )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
-        skipped = len(batch) - changed
-        if skipped > 0:
-            logger.debug(
-                "completer: %d jobs were no longer running; their outcomes were not recorded",
-                skipped,
-                extra={"event": "completer_skipped"},
-            )
-        with self._space:
-            self.completed_count += len(batch)
-            self._unwritten -= len(batch)
-            self._space.notify_all()
+
+    def _log_gave_up(self, n: int, started: float, exc: _GaveUp) -> None:
+        logger.error(
+            "completer: giving up on %d outcomes after %.0fs (%s); their jobs stay running and "
+            "will be rescued",
+            n,
+            time.monotonic() - started,
+            exc,
+            extra={"event": "completer_gave_up"},
+        )
 
 
-def _is_transient(exc: SQLAlchemyError) -> bool:
+def fallback_error_json(attempt: int | None, message: str, *, trace: str = "") -> str:
+    """The ``AttemptError`` JSON sa_river records for an attempt it had to end itself."""
+    if len(trace) > _TRACE_LIMIT:
+        trace = "...\n" + trace[-_TRACE_LIMIT:]
+    error = AttemptError(
+        at=datetime.now(timezone.utc),
+        attempt=attempt or 0,
+        # jsonb cannot store U+0000, and a driver's message may quote one.
+        error=message.replace("\x00", "\\0")[:_MESSAGE_LIMIT],
+        trace=trace.replace("\x00", "\\0"),
+    )
+    return json.dumps(error.to_json(), separators=(",", ":"))
+
+
+def _identify(outcome: object) -> tuple[int, int | None] | None:
+    """``(job id, attempt)`` of an outcome, or ``None`` for something that is not one."""
+    try:
+        if isinstance(outcome, JobSetStateParams):
+            return int(outcome.id), None if outcome.attempt is None else int(outcome.attempt)
+        if isinstance(outcome, Sequence) and len(outcome) == 2:
+            return int(outcome[0]), int(outcome[1])
+    except (TypeError, ValueError):
+        pass
+    return None
+
+
+def _intended(outcome: Outcome) -> str:
+    if isinstance(outcome, JobSetStateParams):
+        return f"{outcome.state}, snoozed" if outcome.snoozed else str(outcome.state)
+    return "completed"
+
+
+def _original_error(outcome: Outcome) -> str:
+    """The message of the error the outcome meant to record, if it carries a readable one."""
+    if not isinstance(outcome, JobSetStateParams) or not outcome.error:
+        return ""
+    try:
+        decoded: Any = json.loads(outcome.error)
+        return str(decoded["error"])[:_MESSAGE_LIMIT] if isinstance(decoded, dict) else ""
+    except (ValueError, KeyError):
+        return ""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def is_transient_error(exc: SQLAlchemyError) -> bool:
     """Connection trouble is worth retrying; a bad statement is not."""
     if isinstance(exc, DBAPIError):
         return exc.connection_invalidated or type(exc).__name__ in (

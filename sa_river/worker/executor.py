@@ -36,7 +36,7 @@ from sa_river.hooks import (
     work_result,
 )
 from sa_river.queries.job import JobSetStateParams
-from sa_river.retry import RetryPolicy
+from sa_river.retry import RetryPolicy, fallback_retry_policy
 from sa_river.types import AttemptError, JobRow, JobState
 from sa_river.workers import Handler, Job, JobCancel, JobSnooze, Workers
 
@@ -425,7 +425,7 @@ class Executor:
             outcome = outcome_for(
                 running.job.row,
                 RuntimeError(f"sa_river could not record this attempt: {type(failure).__name__}"),
-                retry_policy=_fallback_retry,
+                retry_policy=fallback_retry_policy,
                 scheduler_interval=self._scheduler_interval,
             )
         if exc is not None and not isinstance(exc, JobSnooze):
@@ -534,10 +534,6 @@ class Executor:
         self._loop_thread.join(5)
         if not self._loop.is_running():
             self._loop.close()
-
-
-def _fallback_retry(attempt: int) -> timedelta:
-    return timedelta(seconds=60)
 
 
 def _after_work(

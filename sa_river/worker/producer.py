@@ -9,6 +9,11 @@ The producer keeps one connection of the runner's pool for its fetches, in autoc
 the fetch is a single statement (its own transaction), so it costs one round trip instead of
 a pool checkout, a pre-ping, ``BEGIN``, the statement and ``COMMIT``. A connection error drops
 that connection; the next fetch (after backoff) checks out a fresh, pinged one.
+
+A fetched row that cannot be decoded (an ``errors`` entry or a column written by a foreign
+client in a shape sa_river does not read) does not take the rest of its fetch down: the other
+jobs run, and its attempt is ended with an error saying so, to be retried or discarded like any
+failed attempt. The loop outlives any unexpected error: it logs it, backs off and goes on.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import traceback
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -23,9 +29,20 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from sa_river.queries.job import job_get_available
+from sa_river.queries.job import (
+    FetchedJobs,
+    JobFailParams,
+    UndecodableJob,
+    job_fail_attempts,
+    job_fetch_available,
+)
+from sa_river.retry import FALLBACK_RETRY_SECONDS
 from sa_river.service import Service
 from sa_river.types import JobRow
+from sa_river.worker.completer import (
+    fallback_error_json,
+    is_transient_error,
+)
 
 __all__ = ["Producer"]
 
@@ -61,6 +78,8 @@ class Producer(Service):
         self._active = 0
         self._woken = False
         self._backlog = False
+        self._conn: Connection | None = None
+        self._undecodable: list[UndecodableJob] = []
         self.fetched_count = 0
 
     @property
@@ -113,7 +132,6 @@ class Producer(Service):
         next_poll = 0.0
         last_fetch = 0.0
         failures = 0
-        conn: Connection | None = None
         try:
             while True:
                 free = self._wait_for_turn(next_poll, last_fetch)
@@ -122,17 +140,10 @@ class Producer(Service):
                 last_fetch = time.monotonic()
                 next_poll = last_fetch + self._poll_interval
                 try:
-                    if conn is None:
-                        conn = self._engine.connect().execution_options(
-                            isolation_level="AUTOCOMMIT"
-                        )
-                    with conn.begin():
-                        jobs = job_get_available(
-                            conn, queue=self.queue, limit=free, client_id=self._client_id
-                        )
+                    self._fail_undecodable()
+                    fetched = self._fetch(free)
                 except (SQLAlchemyError, OSError) as exc:
-                    _discard(conn)
-                    conn = None
+                    self._drop_connection()
                     failures += 1
                     if failures == 1:
                         logger.warning(
@@ -144,20 +155,138 @@ class Producer(Service):
                         )
                     self.sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
                     continue
+                except Exception:
+                    # Never lose the queue to a bug: log, back off, and fetch again.
+                    self._drop_connection()
+                    failures += 1
+                    logger.exception(
+                        "%s: unexpected error while fetching; retrying with backoff",
+                        self.name,
+                        extra={"event": "producer_error", "queue": self.queue},
+                    )
+                    self.sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
+                    continue
                 if failures:
                     logger.info("%s: fetching again after %d failures", self.name, failures)
                     failures = 0
-                if not jobs:
-                    with self._cond:
-                        self._backlog = False
-                    continue
-                with self._cond:
-                    self._active += len(jobs)
-                    self._backlog = len(jobs) == free
-                self.fetched_count += len(jobs)
-                self._execute(jobs, self._job_done)
+                try:
+                    self._start(fetched, free)
+                    self._fail_undecodable()
+                except (SQLAlchemyError, OSError) as exc:
+                    # Only the undecodable rows' write can get here; they are kept and
+                    # written before the next fetch.
+                    self._drop_connection()
+                    logger.warning(
+                        "%s: recording undecodable jobs failed (%s); retrying on the next turn",
+                        self.name,
+                        exc,
+                        extra={"event": "fetch_error", "queue": self.queue},
+                    )
+                except Exception:
+                    logger.exception(
+                        "%s: unexpected error starting %d fetched jobs",
+                        self.name,
+                        len(fetched.jobs),
+                        extra={"event": "producer_error", "queue": self.queue},
+                    )
+                    self.sleep(0.1)
         finally:
-            _discard(conn, invalidate=False)
+            self._drop_connection(invalidate=False)
+
+    def _connection(self) -> Connection:
+        conn = self._conn
+        if conn is None:
+            conn = self._conn = self._engine.connect().execution_options(
+                isolation_level="AUTOCOMMIT"
+            )
+        return conn
+
+    def _drop_connection(self, *, invalidate: bool = True) -> None:
+        conn, self._conn = self._conn, None
+        _discard(conn, invalidate=invalidate)
+
+    def _fetch(self, free: int) -> FetchedJobs:
+        conn = self._connection()
+        with conn.begin():
+            fetched = job_fetch_available(
+                conn, queue=self.queue, limit=free, client_id=self._client_id
+            )
+        if fetched.undecodable:
+            for bad in fetched.undecodable:
+                logger.error(
+                    "%s: job %d (%s) attempt %d could not be decoded (%s: %s); ending the "
+                    "attempt with an error",
+                    self.name,
+                    bad.id,
+                    bad.kind,
+                    bad.attempt,
+                    type(bad.error).__name__,
+                    bad.error,
+                    exc_info=bad.error,
+                    extra={
+                        "event": "job_undecodable",
+                        "job_id": bad.id,
+                        "kind": bad.kind,
+                        "queue": self.queue,
+                        "attempt": bad.attempt,
+                    },
+                )
+            # Written once the decodable ones have started (see run).
+            self._undecodable.extend(fetched.undecodable)
+        return fetched
+
+    def _start(self, fetched: FetchedJobs, free: int) -> None:
+        jobs = fetched.jobs
+        with self._cond:
+            # A fetch that filled every slot (decodable or not) means more are probably waiting.
+            self._backlog = len(fetched) == free
+            if not jobs:
+                return
+            self._active += len(jobs)
+        self.fetched_count += len(jobs)
+        self._execute(jobs, self._job_done)
+
+    def _fail_undecodable(self) -> None:
+        """End the attempts of fetched rows that could not be decoded with an error: they
+        would otherwise stay running until a rescue (and fail to decode again then).
+
+        A connection error is raised with the rows kept for the next turn; any other error
+        gives them up to the rescuer rather than block the queue's fetching.
+        """
+        if not self._undecodable:
+            return
+        failures = [
+            JobFailParams(
+                id=bad.id,
+                attempt=bad.attempt,
+                error=fallback_error_json(
+                    bad.attempt,
+                    f"sa_river could not decode this job's row: {type(bad.error).__name__}: "
+                    f"{bad.error}",
+                    trace="".join(traceback.format_exception(bad.error)),
+                ),
+            )
+            for bad in self._undecodable
+        ]
+        try:
+            conn = self._connection()
+            with conn.begin():
+                job_fail_attempts(conn, failures, retry_in_seconds=FALLBACK_RETRY_SECONDS)
+        except Exception as exc:
+            if isinstance(exc, OSError) or (
+                isinstance(exc, SQLAlchemyError) and is_transient_error(exc)
+            ):
+                raise
+            self._drop_connection()
+            logger.exception(
+                "%s: cannot record the failure of %d undecodable jobs (%s); they stay running "
+                "and will be rescued",
+                self.name,
+                len(failures),
+                ", ".join(str(f.id) for f in failures),
+                extra={"event": "producer_error", "queue": self.queue},
+            )
+        self._undecodable.clear()
 
 
 def _discard(conn: Connection | None, *, invalidate: bool = True) -> None:
