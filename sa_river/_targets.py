@@ -1,28 +1,46 @@
 """Run a function on the Connection behind whatever the caller handed us (internal).
 
 Sessions and connections lend their current transaction (the caller commits or rolls back);
-an engine opens a transaction of its own and commits it. The async twins run the same sync
-function through ``run_sync``, so every statement has one implementation.
+an engine opens a transaction of its own and commits it. A ``scoped_session`` (Flask-SQLAlchemy's
+``db.session``) or ``async_scoped_session`` stands for the session it currently holds. The
+async twins run the same sync function through ``run_sync``, so every statement has one
+implementation.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeAlias, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
+    AsyncEngine,
+    AsyncSession,
+    async_scoped_session,
+)
+from sqlalchemy.orm import Session, scoped_session
 
-__all__ = ["AsyncTarget", "SyncTarget", "run_async", "run_sync"]
+__all__ = ["AsyncTarget", "SyncTarget", "run_async", "run_sync", "unscoped", "unscoped_async"]
 
-SyncTarget: TypeAlias = Session | Connection | Engine
-AsyncTarget: TypeAlias = AsyncSession | AsyncConnection | AsyncEngine
+SyncTarget: TypeAlias = Session | scoped_session[Any] | Connection | Engine
+AsyncTarget: TypeAlias = AsyncSession | async_scoped_session[Any] | AsyncConnection | AsyncEngine
 _R = TypeVar("_R")
+
+
+def unscoped(target: SyncTarget) -> Session | Connection | Engine:
+    """``target``, or the session a ``scoped_session`` currently holds."""
+    return target() if isinstance(target, scoped_session) else target
+
+
+def unscoped_async(target: AsyncTarget) -> AsyncSession | AsyncConnection | AsyncEngine:
+    """``target``, or the session an ``async_scoped_session`` currently holds."""
+    return target() if isinstance(target, async_scoped_session) else target
 
 
 def run_sync(target: SyncTarget, fn: Callable[[Connection], _R], *, what: str) -> _R:
     """``fn(connection)`` in ``target``'s transaction (an engine's own, committed)."""
+    target = unscoped(target)
     if isinstance(target, Session):
         return fn(target.connection())
     if isinstance(target, Connection):
@@ -40,6 +58,7 @@ def run_sync(target: SyncTarget, fn: Callable[[Connection], _R], *, what: str) -
 
 async def run_async(target: AsyncTarget, fn: Callable[[Connection], _R], *, what: str) -> _R:
     """Async twin of :func:`run_sync` for ``AsyncSession``/``AsyncConnection``/``AsyncEngine``."""
+    target = unscoped_async(target)
     if isinstance(target, AsyncSession):
         return await target.run_sync(lambda session: fn(session.connection()))
     if isinstance(target, AsyncConnection):

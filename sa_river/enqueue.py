@@ -27,7 +27,7 @@ from typing import Any, TypeAlias, TypeVar
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync
+from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync, unscoped_async
 from sa_river.args import ArgsLike, encode_json, kind_and_encoded_args
 from sa_river.errors import InvalidJobError
 from sa_river.hooks import (
@@ -254,6 +254,7 @@ async def insert_many_fast_async(target: AsyncTarget, items: Sequence[InsertMany
     """Async twin of :func:`insert_many_fast` (``COPY`` on the async driver connection)."""
     params = _prepare_many(items)
     _reject_unique_for_copy(params)
+    target = unscoped_async(target)
     if not isinstance(target, AsyncEngine | AsyncSession | AsyncConnection):
         raise TypeError(
             "insert_many_fast_async target must be an AsyncSession, AsyncConnection or "

@@ -79,7 +79,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
-from sa_river._targets import SyncTarget, run_sync
+from sa_river._targets import SyncTarget, run_sync, unscoped
 from sa_river.args import JobArgs, encode_json
 from sa_river.enqueue import AFTER_INSERT_HOOKS
 from sa_river.queries import job as job_queries
@@ -557,6 +557,7 @@ def drain(
     """
     if isinstance(now, datetime) and now.tzinfo is None:
         raise ValueError(f"now must be timezone-aware, got {now!r}")
+    target = unscoped(target)
     if isinstance(target, Engine):
         return _drain_engine(target, workers, queues, now, limit, retry_policy)
     if isinstance(target, Session):

@@ -23,8 +23,14 @@ import psycopg
 import pytest
 from sqlalchemy import Engine, event, text
 from sqlalchemy.engine import URL
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_scoped_session,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import Session, scoped_session, sessionmaker
 
 import sa_river
 from sa_river import (
@@ -37,6 +43,7 @@ from sa_river import (
     UniqueOpts,
     UnserializableArgsError,
 )
+from sa_river.testing import drain, require_inserted
 
 UTC = timezone.utc
 CHANNEL = "public.river_insert"
@@ -1239,3 +1246,47 @@ def test_engine_fixture_uses_a_fresh_database(engine: Engine) -> None:
     assert count_jobs(engine) == 0
     with engine.connect() as conn:
         assert conn.execute(text("SELECT current_schema()")).scalar_one() == "public"
+
+
+class TestScopedSessions:
+    """Flask-SQLAlchemy's ``db.session`` is a ``scoped_session``: it works as the session."""
+
+    def test_insert_and_drain_through_a_scoped_session(self, engine: Engine) -> None:
+        registry = scoped_session(sessionmaker(engine))
+        try:
+            result = sa_river.insert(registry, ("email", {"to": "a"}))
+            assert registry().in_transaction()
+            require_inserted(registry, "email", to="a")
+            registry.rollback()
+            assert sa_river.get_job(engine, result.job.id) is None
+
+            sa_river.insert(registry, ("email", {"to": "b"}))
+            workers = sa_river.Workers()
+            sent: list[str] = []
+
+            @workers.handler("email")
+            def email(job: sa_river.Job[dict[str, str]]) -> None:
+                sent.append(job.args["to"])
+
+            drain(registry, workers)
+            registry.commit()
+            assert sent == ["b"]
+        finally:
+            registry.remove()
+
+    def test_insert_async_through_an_async_scoped_session(self, db_url: str) -> None:
+        async def main() -> int:
+            async_engine = create_async_engine(db_url)
+            registry = async_scoped_session(
+                async_sessionmaker(async_engine), scopefunc=asyncio.current_task
+            )
+            try:
+                result = await sa_river.insert_async(registry, ("email", {}))
+                copied = await sa_river.insert_many_fast_async(registry, [("email", {})])
+                await registry.commit()
+                return result.job.id + copied
+            finally:
+                await registry.remove()
+                await async_engine.dispose()
+
+        assert asyncio.run(main()) > 1
