@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The test command: lint, format check, strict typing, then the test suite.
+# The test command: lint, format check, strict typing, the docs build, then the test suite.
 #
 #   bash scripts/test.sh [pytest args...]
 #
@@ -40,6 +40,10 @@ step() {
 step "ruff check" "$PY" -m ruff check .
 step "ruff format --check" "$PY" -m ruff format --check .
 step "mypy --strict sa_river" "$PY" -m mypy --strict sa_river
+SITE_DIR="$(mktemp -d)"
+trap 'rm -rf "$SITE_DIR"' EXIT
+step "mkdocs build --strict" env NO_MKDOCS_2_WARNING=1 \
+    "$PY" -m mkdocs build --strict --quiet --site-dir "$SITE_DIR"
 
 echo "==> pytest $*"
 set +e
@@ -57,4 +61,4 @@ if [[ ${#failed[@]} -gt 0 ]]; then
     printf 'FAILED: %s\n' "${failed[@]}" >&2
     exit 1
 fi
-echo "OK: ruff, mypy and pytest passed"
+echo "OK: ruff, mypy, mkdocs and pytest passed"
