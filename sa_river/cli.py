@@ -114,6 +114,10 @@ def build_parser() -> CliParser:
     parser = CliParser(
         prog=PROG,
         description="sa_river: a PostgreSQL job queue on SQLAlchemy, sharing River's tables.",
+        epilog="Commands that use a database take --database-url (default "
+        f"${migrate.DATABASE_URL_ENV}). Exit codes: 0 success; 1 an error, printed as one "
+        "line on stderr (unreachable database, tables missing or out of date, bad URL...); "
+        "2 a usage error. Add --help after a command for its options.",
     )
     parser.add_argument("--version", action="version", version=f"sa_river {_version()}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -145,14 +149,22 @@ def add_migrate_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     )
     actions = parser.add_subparsers(dest="migrate_command", metavar="ACTION", required=True)
 
-    up = actions.add_parser("up", help="upgrade the river tables (default: to the latest)")
+    up = actions.add_parser(
+        "up",
+        help="upgrade the river tables (default: to the latest)",
+        description="Create or upgrade the river tables, serialised by an advisory lock so "
+        "that several deploys can run it at once. Safe to repeat.",
+    )
     _add_database_url(up)
     up.add_argument("--target", default="heads", metavar="REV", help="default: heads")
     up.add_argument("-v", "--verbose", action="store_true", help="log each revision run")
     up.set_defaults(handler=cmd_migrate_up)
 
     down = actions.add_parser(
-        "down", help="downgrade the river tables; --target base removes them and their jobs"
+        "down",
+        help="downgrade the river tables; --target base removes them and their jobs",
+        description="Downgrade to --target. There is no default on purpose: removing the "
+        "tables (and every job in them) must be asked for by name, with --target base.",
     )
     _add_database_url(down)
     down.add_argument(
@@ -164,12 +176,20 @@ def add_migrate_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     down.add_argument("-v", "--verbose", action="store_true", help="log each revision run")
     down.set_defaults(handler=cmd_migrate_down)
 
-    current = actions.add_parser("current", help="print the applied sa_river revision")
+    current = actions.add_parser(
+        "current",
+        help="print the applied sa_river revision",
+        description="Print the sa_river revision the database is at ('base' if none), "
+        "marking the latest one '(head)'.",
+    )
     _add_database_url(current)
     current.set_defaults(handler=cmd_migrate_current)
 
     sql = actions.add_parser(
-        "sql", help="print the SQL script of an upgrade, without touching a database"
+        "sql",
+        help="print the SQL script of an upgrade, without touching a database",
+        description="Print the SQL of an upgrade (Alembic's offline mode), for a DBA to "
+        "review or run; no database is contacted.",
     )
     sql.add_argument("--target", default="heads", metavar="REV", help="default: heads")
     sql.add_argument(
@@ -504,15 +524,30 @@ def _run_supervisor(args: argparse.Namespace, url: str, out: TextIO) -> int:
 
 def add_enqueue_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     """Register ``enqueue``."""
-    parser = commands.add_parser("enqueue", help="insert one job (for scripts and cron)")
+    parser = commands.add_parser(
+        "enqueue",
+        help="insert one job (for scripts and cron)",
+        description="Insert one job and print its id and state. A worker that has a handler "
+        "for --kind works it.",
+    )
     _add_database_url(parser)
-    parser.add_argument("--kind", required=True)
-    parser.add_argument("--args", default="{}", metavar="JSON", help="a JSON object")
-    parser.add_argument("--queue", default=None)
-    parser.add_argument("--priority", type=int, default=None)
-    parser.add_argument("--max-attempts", type=int, default=None)
-    parser.add_argument("--scheduled-in", type=_seconds, default=None, metavar="S")
-    parser.add_argument("--tag", dest="tags", action="append", default=None)
+    parser.add_argument("--kind", required=True, help="the job kind, as registered in Workers")
+    parser.add_argument("--args", default="{}", metavar="JSON", help="a JSON object (default {})")
+    parser.add_argument("--queue", default=None, help="default: default")
+    parser.add_argument(
+        "--priority", type=int, default=None, help="1 (first) to 4 (last); default 1"
+    )
+    parser.add_argument("--max-attempts", type=int, default=None, metavar="N", help="default 25")
+    parser.add_argument(
+        "--scheduled-in",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="run no sooner than S seconds from now",
+    )
+    parser.add_argument(
+        "--tag", dest="tags", action="append", default=None, help="a tag; repeat for more"
+    )
     parser.set_defaults(handler=cmd_enqueue)
 
 
@@ -625,7 +660,10 @@ def _progress(out: TextIO, done: int, total: int, width: int = 30) -> None:
 def add_status_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     """Register ``status``."""
     parser = commands.add_parser(
-        "status", help="print the current leader, live workers and job counts per queue"
+        "status",
+        help="print the current leader, live workers and job counts per queue",
+        description="Print the current leader, the workers that heartbeated recently, and the "
+        "number of jobs per queue and state. Read-only.",
     )
     _add_database_url(parser)
     parser.add_argument(
