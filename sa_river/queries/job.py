@@ -651,6 +651,20 @@ class JobSetStateParams:
     another attempt (rescued and fetched again elsewhere) is left alone."""
 
 
+def _is_running_attempt(source: Any) -> Any:
+    """The job of ``source``'s row, still ``running`` the same attempt (lesson 5: an outcome
+    of an earlier attempt must never touch a later one); a NULL attempt matches any."""
+    return and_(
+        job_table.c.id == source.c.id,
+        job_table.c.state == JobState.RUNNING,
+        or_(source.c.attempt.is_(None), job_table.c.attempt == source.c.attempt),
+    )
+
+
+def _finalized_at_if_final(wanted: Any) -> Any:
+    return case((wanted.in_(FINALIZED_STATE_VALUES), func.now()), else_=job_table.c.finalized_at)
+
+
 def _set_state_statement() -> Any:
     outcome = (
         func.unnest(
@@ -678,16 +692,10 @@ def _set_state_statement() -> Any:
     snoozes = func.coalesce(job_table.c.metadata["snoozes"].as_integer(), 0) + 1
     return (
         update(job_table)
-        .where(
-            job_table.c.id == outcome.c.id,
-            job_table.c.state == JobState.RUNNING,
-            or_(outcome.c.attempt.is_(None), job_table.c.attempt == outcome.c.attempt),
-        )
+        .where(_is_running_attempt(outcome))
         .values(
             state=cast(wanted, JOB_STATE_ENUM),
-            finalized_at=case(
-                (wanted.in_(FINALIZED_STATE_VALUES), func.now()), else_=job_table.c.finalized_at
-            ),
+            finalized_at=_finalized_at_if_final(wanted),
             errors=case(
                 (
                     outcome.c.error.isnot(None),
@@ -828,16 +836,10 @@ def _fail_attempts_statement() -> Any:
     )
     return (
         update(job_table)
-        .where(
-            job_table.c.id == failed.c.id,
-            job_table.c.state == JobState.RUNNING,
-            or_(failed.c.attempt.is_(None), job_table.c.attempt == failed.c.attempt),
-        )
+        .where(_is_running_attempt(failed))
         .values(
             state=cast(wanted, JOB_STATE_ENUM),
-            finalized_at=case(
-                (wanted.in_(FINALIZED_STATE_VALUES), func.now()), else_=job_table.c.finalized_at
-            ),
+            finalized_at=_finalized_at_if_final(wanted),
             errors=func.array_append(job_table.c.errors, cast(failed.c.error, JSONB)),
             scheduled_at=case(
                 (
