@@ -417,8 +417,8 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     from sa_river.worker import Worker
 
     _check_metrics_options(args)
-    configure_logging(args.log_level, args.log_format)
     registry = _load_workers(args.app)
+    configure_logging(args.log_level, args.log_format)
     url = _database_url_or_embedded(args, out)
     if args.processes > 1:
         return _run_supervisor(args, url, out)

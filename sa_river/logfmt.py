@@ -73,10 +73,24 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:
-    """Send sa_river's records to stderr, one line each, with their structured fields."""
+    """Log to stderr, one line per record, with the structured fields.
+
+    Called by the worker command after it imported the application: if the application set up
+    logging itself (the root logger has handlers), sa_river's records simply propagate to it
+    at ``level``. Otherwise the handler goes on the root logger, so the application's own
+    records (a handler's ``logger.info``) are printed beside sa_river's, in the same format.
+    """
+    ours = logging.getLogger("sa_river")
+    ours.handlers[:] = []
+    ours.propagate = True
+    ours.setLevel(level.upper())
+    alembic = logging.getLogger("alembic")  # the schema check's chatter is not the worker's news
+    if alembic.level == logging.NOTSET:
+        alembic.setLevel(logging.WARNING)
+    root = logging.getLogger()
+    if root.handlers:
+        return
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if log_format == "json" else KeyValueFormatter())
-    root = logging.getLogger("sa_river")
-    root.handlers[:] = [handler]
+    root.addHandler(handler)
     root.setLevel(level.upper())
-    root.propagate = False

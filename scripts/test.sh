@@ -39,7 +39,7 @@ step() {
 
 step "ruff check" "$PY" -m ruff check .
 step "ruff format --check" "$PY" -m ruff format --check .
-step "mypy --strict sa_river" "$PY" -m mypy --strict sa_river
+step "mypy --strict sa_river examples" "$PY" -m mypy --strict sa_river examples
 SITE_DIR="$(mktemp -d)"
 trap 'rm -rf "$SITE_DIR"' EXIT
 step "mkdocs build --strict" env NO_MKDOCS_2_WARNING=1 \

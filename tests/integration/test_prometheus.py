@@ -556,3 +556,6 @@ def test_cli_json_logs_are_one_object_per_line_with_the_documented_fields(
     assert failed["queue"] == "default"
     assert failed["attempt"] == 1
     assert failed["level"] == "INFO"
+    # The application's own records come out too, in the same format.
+    [own] = [entry for entry in entries if entry["logger"] == "metrics_app"]
+    assert own["message"] == f"about to fail job {job_id}"
