@@ -7,6 +7,7 @@ test fails, and the stop itself is bounded too.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -94,6 +95,15 @@ def stop_bounded(worker: Worker, timeout: float = STOP_TIMEOUT) -> float:
     if errors:
         raise errors[0]
     return time.monotonic() - started
+
+
+def process_alive(pid: int) -> bool:
+    """Whether a process with this id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def job(engine: Engine, job_id: int) -> JobRow:

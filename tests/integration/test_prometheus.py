@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _worker_helpers import insert_job, running_worker, wait_until
+from _worker_helpers import insert_job, process_alive, running_worker, wait_until
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
@@ -382,14 +382,6 @@ class CliProcess:
         self._log.close()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
-
-
 @pytest.fixture
 def cli_processes(engine: Engine) -> Iterator[list[CliProcess]]:
     started: list[CliProcess] = []
@@ -400,7 +392,7 @@ def cli_processes(engine: Engine) -> Iterator[list[CliProcess]]:
     with engine.connect() as conn:
         pids = [int(pid) for pid in conn.execute(text("SELECT pid FROM sa_river_client")).scalars()]
     for pid in pids:
-        if pid != os.getpid() and _alive(pid):
+        if pid != os.getpid() and process_alive(pid):
             os.kill(pid, signal.SIGKILL)
 
 

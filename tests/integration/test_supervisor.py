@@ -16,21 +16,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _worker_helpers import wait_until
+from _worker_helpers import process_alive, wait_until
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 import sa_river
 
 HERE = Path(__file__).parent
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def _clients(engine: Engine) -> dict[str, int]:
@@ -46,7 +38,7 @@ def _scalar(engine: Engine, sql: str) -> int:
 
 
 def _live_clients(engine: Engine) -> dict[str, int]:
-    return {cid: pid for cid, pid in _clients(engine).items() if _alive(pid)}
+    return {cid: pid for cid, pid in _clients(engine).items() if process_alive(pid)}
 
 
 @pytest.fixture
@@ -88,7 +80,7 @@ def supervisor(db_url: URL, engine: Engine, tmp_path: Path) -> Iterator[subproce
             proc.kill()
             proc.wait(10)
         for pid in seen | set(_clients(engine).values()):
-            if pid != os.getpid() and _alive(pid):
+            if pid != os.getpid() and process_alive(pid):
                 os.kill(pid, signal.SIGKILL)
         log.close()
 
@@ -143,7 +135,7 @@ def test_two_children_work_jobs_restart_after_kill_and_stop_on_sigterm(
     supervisor.send_signal(signal.SIGTERM)
     assert supervisor.wait(30) == 0, log()
     for pid in seen:
-        wait_until(lambda pid=pid: not _alive(pid), 10, message=f"pid {pid} to exit")
+        wait_until(lambda pid=pid: not process_alive(pid), 10, message=f"pid {pid} to exit")
     with engine.connect() as conn:
         running = conn.execute(text("SELECT count(*) FROM river_job WHERE state = 'running'"))
         assert running.scalar_one() == 0
