@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Float, Table, delete, func, select
+from sqlalchemy import ARRAY, Connection, Float, Table, Text, column, delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import SaRiverClient
 
-__all__ = ["client_delete", "client_heartbeat", "client_list_alive"]
+__all__ = ["client_delete", "client_heartbeat", "client_list_alive", "missing_tables"]
 
 client_table: Table = SaRiverClient.__table__  # type: ignore[assignment]
 
@@ -54,3 +54,11 @@ def client_list_alive(
         {"within": within_seconds},
     )
     return [(r.id, r.hostname, r.pid, list(r.queues), r.heartbeat_at) for r in rows]
+
+
+def missing_tables(conn: Connection, names: Sequence[str]) -> list[str]:
+    """Those of ``names`` that no table on the connection's search path answers to."""
+    name = column("name", Text)
+    wanted = func.unnest(bindparam("names", type_=ARRAY(Text))).table_valued(name).alias("wanted")
+    stmt = select(wanted.c.name).where(func.to_regclass(wanted.c.name).is_(None))
+    return list(conn.execute(stmt, {"names": list(names)}).scalars())

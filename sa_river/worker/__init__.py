@@ -31,10 +31,11 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from sa_river.config import QUEUES_DEFAULT, WorkerConfig
 from sa_river.elector import Elector
-from sa_river.errors import ConfigError
+from sa_river.errors import ConfigError, SchemaNotReadyError
 from sa_river.maintenance import QueueMaintainer
 from sa_river.notifier import Notifier
 from sa_river.periodic import PeriodicJob, validate_periodic_jobs
+from sa_river.queries.client import missing_tables
 from sa_river.queries.job import job_release_running
 from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
 from sa_river.service import Service
@@ -45,6 +46,8 @@ from sa_river.worker.producer import Producer
 from sa_river.workers import Workers
 
 __all__ = ["Worker", "database_url"]
+
+_REQUIRED_TABLES = ("river_job", "river_leader", "river_queue", "sa_river_client")
 
 logger = logging.getLogger("sa_river.worker")
 
@@ -168,10 +171,15 @@ class Worker:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start fetching and working in background threads; returns at once."""
+        """Start fetching and working in background threads; returns at once.
+
+        Raises :class:`~sa_river.SchemaNotReadyError` if the river tables are missing. An
+        unreachable database does not stop the start: every loop retries with backoff.
+        """
         with self._state_lock:
             if self._started:
                 return
+            self._check_schema()
             self._started = True
         config = self.config
         self.completer.start()
@@ -293,6 +301,23 @@ class Worker:
             self.elector.stop(self.config.leader_ttl)
         if self.maintainer is not None:
             self.maintainer.stop()
+
+    def _check_schema(self) -> None:
+        try:
+            with self.engine.connect() as conn:
+                missing = missing_tables(conn, _REQUIRED_TABLES)
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "could not check the river tables (%s); starting anyway, connections are retried",
+                " ".join(str(exc).split())[:300],
+            )
+            return
+        if missing:
+            self.engine.dispose()
+            raise SchemaNotReadyError(
+                f"the river tables are missing from {self.url.render_as_string()} "
+                f"({', '.join(missing)}): run python -m sa_river migrate up"
+            )
 
     def is_leader(self) -> bool:
         """True while this runner is the elected leader (and runs the maintenance)."""

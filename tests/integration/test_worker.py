@@ -968,3 +968,15 @@ class TestConfigErrors:
         with pytest.raises(ConfigError) as info:
             Worker(db_url, Workers(), **{setting: value})
         assert info.value.field == setting
+
+
+class TestSchemaCheck:
+    def test_start_on_a_database_without_the_tables_says_to_migrate(
+        self, empty_db_url: str
+    ) -> None:
+        worker = Worker(empty_db_url, Workers())
+        with pytest.raises(sa_river.SchemaNotReadyError, match="migrate up") as raised:
+            worker.start()
+        assert "river_job" in str(raised.value)
+        assert not worker._started
+        worker.stop()  # safe: nothing was started
