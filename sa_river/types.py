@@ -7,9 +7,10 @@ depend on it without creating an import cycle (River keeps the same role in ``ri
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 __all__ = [
@@ -46,6 +47,10 @@ FINALIZED_STATES: frozenset[JobState] = frozenset(
 """States in which ``finalized_at`` is set and a job never runs again on its own."""
 
 
+TRACE_LIMIT = 8000
+"""The longest traceback stored with an attempt's error, in characters."""
+
+
 @dataclass(frozen=True)
 class AttemptError:
     """One failed attempt, as stored in ``river_job.errors`` (River's ``AttemptError``)."""
@@ -62,6 +67,26 @@ class AttemptError:
             "error": self.error,
             "trace": self.trace,
         }
+
+    @classmethod
+    def stored_now(
+        cls, attempt: int, error: str, trace: str = "", *, error_limit: int | None = None
+    ) -> AttemptError:
+        """The error of ``attempt`` as sa_river stores it now: a trace longer than
+        :data:`TRACE_LIMIT` keeps its end, U+0000 (which jsonb cannot hold) becomes ``\\0``,
+        and ``error`` is cut to ``error_limit`` characters if one is given."""
+        if len(trace) > TRACE_LIMIT:
+            trace = "...\n" + trace[-TRACE_LIMIT:]
+        return cls(
+            at=datetime.now(timezone.utc),
+            attempt=attempt,
+            error=error.replace("\x00", "\\0")[:error_limit],
+            trace=trace.replace("\x00", "\\0"),
+        )
+
+    def to_json_text(self) -> str:
+        """:meth:`to_json` as compact JSON text, ready for an ``errors`` element."""
+        return json.dumps(self.to_json(), separators=(",", ":"))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AttemptError:

@@ -29,7 +29,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import datetime, timezone
 from functools import partial
 from typing import Any, TypeVar
 
@@ -56,7 +55,6 @@ logger = logging.getLogger("sa_river.completer")
 
 _BACKOFF_MAX = 5.0
 _MESSAGE_LIMIT = 2000
-_TRACE_LIMIT = 8000
 
 
 T = TypeVar("T")
@@ -345,16 +343,8 @@ class BatchCompleter(Service):
 
 def fallback_error_json(attempt: int | None, message: str, *, trace: str = "") -> str:
     """The ``AttemptError`` JSON sa_river records for an attempt it had to end itself."""
-    if len(trace) > _TRACE_LIMIT:
-        trace = "...\n" + trace[-_TRACE_LIMIT:]
-    error = AttemptError(
-        at=datetime.now(timezone.utc),
-        attempt=attempt or 0,
-        # jsonb cannot store U+0000, and a driver's message may quote one.
-        error=message.replace("\x00", "\\0")[:_MESSAGE_LIMIT],
-        trace=trace.replace("\x00", "\\0"),
-    )
-    return json.dumps(error.to_json(), separators=(",", ":"))
+    error = AttemptError.stored_now(attempt or 0, message, trace, error_limit=_MESSAGE_LIMIT)
+    return error.to_json_text()
 
 
 def _identify(outcome: object) -> tuple[int, int | None] | None:

@@ -22,10 +22,9 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from typing import Any
 
-from sa_river.args import encode_json
 from sa_river.errors import UnknownJobKindError
 from sa_river.hooks import (
     Hook,
@@ -43,8 +42,6 @@ from sa_river.workers import Handler, Job, JobCancel, JobSnooze, Workers
 __all__ = ["Executor", "JobTimeoutError", "outcome_for"]
 
 logger = logging.getLogger("sa_river.executor")
-
-_TRACE_LIMIT = 8000
 
 
 class JobTimeoutError(Exception):
@@ -91,14 +88,7 @@ def _attempt_error_json(row: JobRow, exc: BaseException) -> str:
     else:
         message = f"{type(exc).__name__}: {exc}"
         trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    if len(trace) > _TRACE_LIMIT:
-        trace = "...\n" + trace[-_TRACE_LIMIT:]
-    # jsonb cannot store U+0000; an error message may well contain one.
-    message, trace = message.replace("\x00", "\\0"), trace.replace("\x00", "\\0")
-    error = AttemptError(
-        at=datetime.now(timezone.utc), attempt=row.attempt, error=message, trace=trace
-    )
-    return encode_json(error.to_json(), field="error")
+    return AttemptError.stored_now(row.attempt, message, trace).to_json_text()
 
 
 class _Running:
