@@ -342,34 +342,32 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     parser.set_defaults(handler=cmd_worker)
 
 
-def _port(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
-    if not 0 <= value <= 65535:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 65535, got {value}")
-    return value
+def _int_type(
+    minimum: int, maximum: int | None = None, *, noun: str = "an integer"
+) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number from ``minimum`` up to ``maximum``."""
+    if maximum is not None:
+        bound = f"must be between {minimum} and {maximum}"
+    elif minimum == 0:
+        bound = "must not be negative"
+    else:
+        bound = f"must be at least {minimum}"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {noun}, got {text!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"{bound}, got {value}")
+        return value
+
+    return parse
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must not be negative, got {value}")
-    return value
+_port = _int_type(0, 65535, noun="a port number")
+_positive_int = _int_type(1)
+_non_negative_int = _int_type(0)
 
 
 def _load_workers(spec: str) -> Any:
