@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from contextlib import suppress
 from functools import partial
 from typing import Any, TypeVar
 
@@ -44,6 +43,7 @@ from sa_river.queries.job import (
 from sa_river.retry import FALLBACK_RETRY_SECONDS
 from sa_river.service import Service
 from sa_river.types import AttemptError
+from sa_river.worker.connection import HeldConnection
 
 __all__ = [
     "BatchCompleter",
@@ -81,7 +81,6 @@ class BatchCompleter(Service):
         give_up_after: float = 30.0,
     ) -> None:
         super().__init__("completer")
-        self._engine = engine
         self._flush_interval = flush_interval
         self._batch_size = batch_size
         self._max_pending = max_pending or batch_size * 50
@@ -92,7 +91,7 @@ class BatchCompleter(Service):
         self._pending: list[Outcome] = []
         self._unwritten = 0  # queued or being written
         self._stop_requested = False
-        self._conn: Connection | None = None
+        self._held = HeldConnection(engine)
         self.completed_count = 0
 
     def add(self, outcome: Outcome) -> None:
@@ -165,26 +164,18 @@ class BatchCompleter(Service):
                         len(batch),
                         extra={"event": "completer_failed"},
                     )
-                    self._drop_connection(invalidate=True)
+                    self._held.drop(invalidate=True)
                     self.sleep(0.05)
                 finally:
                     self._written(len(batch))
         finally:
-            self._drop_connection(invalidate=False)
+            self._held.drop(invalidate=False)
 
     def _written(self, n: int) -> None:
         with self._space:
             self.completed_count += n
             self._unwritten -= n
             self._space.notify_all()
-
-    def _drop_connection(self, *, invalidate: bool) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            with suppress(Exception):
-                if invalidate:
-                    conn.invalidate()
-                conn.close()
 
     def _write(self, batch: list[Outcome]) -> None:
         started = time.monotonic()
@@ -304,11 +295,7 @@ class BatchCompleter(Service):
         backoff = 0.05
         while True:
             try:
-                conn = self._conn
-                if conn is None:
-                    conn = self._conn = self._engine.connect().execution_options(
-                        isolation_level="AUTOCOMMIT"
-                    )
+                conn = self._held.get()
                 with conn.begin():
                     return statement(conn)
             except Exception as exc:
@@ -316,9 +303,9 @@ class BatchCompleter(Service):
                     if not isinstance(exc, DBAPIError):
                         # Not a statement the server rejected (which leaves an autocommit
                         # connection as it was): the connection's state is unknown.
-                        self._drop_connection(invalidate=True)
+                        self._held.drop(invalidate=True)
                     raise
-                self._drop_connection(invalidate=True)
+                self._held.drop(invalidate=True)
                 if self.stopping and time.monotonic() - started > self._give_up_after:
                     raise _GaveUp(str(exc)) from exc
                 logger.warning(

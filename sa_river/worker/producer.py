@@ -23,9 +23,8 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from contextlib import suppress
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
@@ -43,6 +42,7 @@ from sa_river.worker.completer import (
     fallback_error_json,
     is_transient_error,
 )
+from sa_river.worker.connection import HeldConnection
 
 __all__ = ["Producer"]
 
@@ -78,7 +78,7 @@ class Producer(Service):
         self._active = 0
         self._woken = False
         self._backlog = False
-        self._conn: Connection | None = None
+        self._held = HeldConnection(engine)
         self._undecodable: list[UndecodableJob] = []
         self.fetched_count = 0
 
@@ -143,7 +143,7 @@ class Producer(Service):
                     self._fail_undecodable()
                     fetched = self._fetch(free)
                 except (SQLAlchemyError, OSError) as exc:
-                    self._drop_connection()
+                    self._held.drop()
                     failures += 1
                     if failures == 1:
                         logger.warning(
@@ -157,7 +157,7 @@ class Producer(Service):
                     continue
                 except Exception:
                     # Never lose the queue to a bug: log, back off, and fetch again.
-                    self._drop_connection()
+                    self._held.drop()
                     failures += 1
                     logger.exception(
                         "%s: unexpected error while fetching; retrying with backoff",
@@ -175,7 +175,7 @@ class Producer(Service):
                 except (SQLAlchemyError, OSError) as exc:
                     # Only the undecodable rows' write can get here; they are kept and
                     # written before the next fetch.
-                    self._drop_connection()
+                    self._held.drop()
                     logger.warning(
                         "%s: recording undecodable jobs failed (%s); retrying on the next turn",
                         self.name,
@@ -191,22 +191,10 @@ class Producer(Service):
                     )
                     self.sleep(0.1)
         finally:
-            self._drop_connection(invalidate=False)
-
-    def _connection(self) -> Connection:
-        conn = self._conn
-        if conn is None:
-            conn = self._conn = self._engine.connect().execution_options(
-                isolation_level="AUTOCOMMIT"
-            )
-        return conn
-
-    def _drop_connection(self, *, invalidate: bool = True) -> None:
-        conn, self._conn = self._conn, None
-        _discard(conn, invalidate=invalidate)
+            self._held.drop(invalidate=False)
 
     def _fetch(self, free: int) -> FetchedJobs:
-        conn = self._connection()
+        conn = self._held.get()
         with conn.begin():
             fetched = job_fetch_available(
                 conn, queue=self.queue, limit=free, client_id=self._client_id
@@ -269,7 +257,7 @@ class Producer(Service):
             for bad in self._undecodable
         ]
         try:
-            conn = self._connection()
+            conn = self._held.get()
             with conn.begin():
                 job_fail_attempts(conn, failures, retry_in_seconds=FALLBACK_RETRY_SECONDS)
         except Exception as exc:
@@ -277,7 +265,7 @@ class Producer(Service):
                 isinstance(exc, SQLAlchemyError) and is_transient_error(exc)
             ):
                 raise
-            self._drop_connection()
+            self._held.drop()
             logger.exception(
                 "%s: cannot record the failure of %d undecodable jobs (%s); they stay running "
                 "and will be rescued",
@@ -287,15 +275,6 @@ class Producer(Service):
                 extra={"event": "producer_error", "queue": self.queue},
             )
         self._undecodable.clear()
-
-
-def _discard(conn: Connection | None, *, invalidate: bool = True) -> None:
-    """Close a held connection; after an error, invalidate it so the pool does not reuse it."""
-    if conn is not None:
-        with suppress(Exception):
-            if invalidate:
-                conn.invalidate()
-            conn.close()
 
 
 def _pool_hint(engine: Engine, exc: BaseException) -> str:
