@@ -548,20 +548,6 @@ def _fetch_statement() -> Any:
 _FETCH = _fetch_statement()
 
 
-def job_get_available(conn: Connection, *, queue: str, limit: int, client_id: str) -> list[JobRow]:
-    """Lock up to ``limit`` due jobs of ``queue`` and mark them running for ``client_id``.
-
-    ``FOR UPDATE SKIP LOCKED`` lets any number of workers fetch at once without waiting on or
-    taking each other's jobs; a paused queue yields nothing.
-    The jobs of one fetch start together, so the rows come back in the order the UPDATE
-    returns them: sorting them again would cost time and change nothing.
-    """
-    rows = conn.execute(
-        _FETCH, {"fetch_queue": queue, "fetch_limit": limit, "client_id": client_id}
-    ).all()
-    return [_job_row(r) for r in rows]
-
-
 @dataclass(frozen=True)
 class UndecodableJob:
     """A fetched row that could not be decoded into a :class:`~sa_river.types.JobRow`.
@@ -588,9 +574,16 @@ class FetchedJobs:
 
 
 def job_fetch_available(conn: Connection, *, queue: str, limit: int, client_id: str) -> FetchedJobs:
-    """:func:`job_get_available`, decoding each row on its own: a row that fails to decode is
-    returned as an :class:`UndecodableJob` (its id and attempt are read raw) instead of raising,
-    so the other rows of the fetch, already marked running, are not stranded.
+    """Lock up to ``limit`` due jobs of ``queue`` and mark them running for ``client_id``.
+
+    ``FOR UPDATE SKIP LOCKED`` lets any number of workers fetch at once without waiting on or
+    taking each other's jobs; a paused queue yields nothing.
+    The jobs of one fetch start together, so the rows come back in the order the UPDATE
+    returns them: sorting them again would cost time and change nothing.
+
+    Each row is decoded on its own: a row that fails to decode is returned as an
+    :class:`UndecodableJob` (its id and attempt are read raw) instead of raising, so the other
+    rows of the fetch, already marked running, are not stranded.
     """
     rows = conn.execute(
         _FETCH, {"fetch_queue": queue, "fetch_limit": limit, "client_id": client_id}
@@ -605,6 +598,15 @@ def job_fetch_available(conn: Connection, *, queue: str, limit: int, client_id: 
                 UndecodableJob(id=int(r[0]), attempt=int(r[2]), kind=str(r[12]), error=error)
             )
     return FetchedJobs(jobs, undecodable)
+
+
+def job_get_available(conn: Connection, *, queue: str, limit: int, client_id: str) -> list[JobRow]:
+    """:func:`job_fetch_available` for callers that cannot go on past a row that fails to
+    decode: its error is raised (the fetch's rows are left running, as a worker's would be)."""
+    fetched = job_fetch_available(conn, queue=queue, limit=limit, client_id=client_id)
+    if fetched.undecodable:
+        raise fetched.undecodable[0].error
+    return fetched.jobs
 
 
 def job_fetch_plan(conn: Connection, *, queue: str = "default", limit: int = 100) -> list[str]:
