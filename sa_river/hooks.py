@@ -94,6 +94,12 @@ class WorkOutcome:
     duration: float
     """Seconds from the handler's start (or the fetch, if it never started) to its outcome."""
 
+    @property
+    def failed(self) -> bool:
+        """The attempt ended in an error (``retried`` or ``discarded``); a snooze or a
+        cancellation is not a failure."""
+        return self.result == "retried" or self.result == "discarded"
+
 
 class Hook:
     """Base class for hooks: every method does nothing until overridden."""

@@ -54,7 +54,6 @@ METADATA_KEY = "otel"
 """The job metadata key holding the propagated trace context of the insert span."""
 
 _SYSTEM = "sa_river"
-_FAILED_RESULTS = frozenset({"retried", "discarded"})
 
 
 class _Attempt:
@@ -176,7 +175,7 @@ class OpenTelemetryHook(Hook):
             if attempt.thread == threading.get_ident() and attempt.task is _current_task():
                 otel_context.detach(attempt.token)  # type: ignore[arg-type]
         span.set_attribute("sa_river.job.result", outcome.result)
-        if outcome.error is not None and outcome.result in _FAILED_RESULTS:
+        if outcome.error is not None and outcome.failed:
             span.record_exception(outcome.error)
             span.set_status(
                 Status(StatusCode.ERROR, f"{type(outcome.error).__name__}: {outcome.error}")

@@ -161,8 +161,6 @@ DURATION_BUCKETS: tuple[float, ...] = (
 )
 """Upper bounds (seconds) of ``sa_river_job_duration_seconds``: milliseconds to half an hour."""
 
-_FAILED_RESULTS = frozenset({"retried", "discarded"})
-
 
 class PrometheusMetrics(Hook):
     """A :class:`~sa_river.Hook` that counts inserts and attempts in Prometheus metrics.
@@ -250,7 +248,7 @@ class PrometheusMetrics(Hook):
         kind, queue, result = job.kind, job.queue, outcome.result
         self.worked.labels(kind, queue, result).inc()
         self.duration.labels(kind, queue).observe(max(outcome.duration, 0.0))
-        if result in _FAILED_RESULTS:
+        if outcome.failed:
             self.failed.labels(kind, queue).inc()
             if result == "retried":
                 self.retried.labels(kind, queue).inc()
