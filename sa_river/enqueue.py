@@ -261,24 +261,23 @@ async def insert_many_fast_async(target: AsyncTarget, items: Sequence[InsertMany
             f"AsyncEngine, got {type(target).__name__}"
         )
     hooks = installed_hooks()
-    jobs: list[InsertingJob] = []
-    if hooks:
-        jobs, params = _before_insert(hooks, params)
-    try:
-        if isinstance(target, AsyncEngine):
-            async with target.begin() as conn:
-                count = await _copy_async(conn, params)
-        elif isinstance(target, AsyncSession):
-            count = await _copy_async(await target.connection(), params)
-        else:
-            count = await _copy_async(target, params)
-    except BaseException as exc:
-        if hooks:
-            call_after_insert(hooks, jobs, (), exc)
-        raise
-    if hooks:
-        call_after_insert(hooks, jobs, (), None)
+    if not hooks:
+        return await _copy_to(target, params)
+    with _InsertHooks(hooks, params) as hooked:
+        count = await _copy_to(target, hooked.params)
+    hooked.succeeded(count)
     return count
+
+
+async def _copy_to(
+    target: AsyncEngine | AsyncSession | AsyncConnection, params: Sequence[JobInsertParams]
+) -> int:
+    if isinstance(target, AsyncEngine):
+        async with target.begin() as conn:
+            return await _copy_async(conn, params)
+    if isinstance(target, AsyncSession):
+        return await _copy_async(await target.connection(), params)
+    return await _copy_async(target, params)
 
 
 # -- one path for every insert, with hooks when any are registered ------------------------------
@@ -300,13 +299,9 @@ def _insert_sync(
     hooks = installed_hooks()
     if not hooks:
         return run_sync(target, partial(_work_on, work, params), what=what)
-    jobs, params = _before_insert(hooks, params)
-    try:
-        out = run_sync(target, partial(_work_on, work, params), what=what)
-    except BaseException as exc:
-        call_after_insert(hooks, jobs, (), exc)
-        raise
-    call_after_insert(hooks, jobs, out if isinstance(out, list) else (), None)
+    with _InsertHooks(hooks, params) as hooked:
+        out = run_sync(target, partial(_work_on, work, hooked.params), what=what)
+    hooked.succeeded(out)
     return out
 
 
@@ -316,14 +311,33 @@ async def _insert_async(
     hooks = installed_hooks()
     if not hooks:
         return await run_async(target, partial(_work_on, work, params), what=what)
-    jobs, params = _before_insert(hooks, params)
-    try:
-        out = await run_async(target, partial(_work_on, work, params), what=what)
-    except BaseException as exc:
-        call_after_insert(hooks, jobs, (), exc)
-        raise
-    call_after_insert(hooks, jobs, out if isinstance(out, list) else (), None)
+    with _InsertHooks(hooks, params) as hooked:
+        out = await run_async(target, partial(_work_on, work, hooked.params), what=what)
+    hooked.succeeded(out)
     return out
+
+
+class _InsertHooks:
+    """One insert call as the registered hooks see it: ``before_insert`` when made (``params``
+    then carries any metadata they changed), ``after_insert`` with the error if the ``with``
+    block raises, or with the results through :meth:`succeeded`."""
+
+    __slots__ = ("hooks", "jobs", "params")
+
+    def __init__(self, hooks: Sequence[Hook], params: list[JobInsertParams]) -> None:
+        self.hooks = hooks
+        self.jobs, self.params = _before_insert(hooks, params)
+
+    def __enter__(self) -> _InsertHooks:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        if exc is not None:
+            call_after_insert(self.hooks, self.jobs, (), exc)
+
+    def succeeded(self, out: object) -> None:
+        """``out`` is the call's return: its results, or a count for ``COPY`` (no rows)."""
+        call_after_insert(self.hooks, self.jobs, out if isinstance(out, list) else (), None)
 
 
 def _before_insert(
