@@ -10,7 +10,8 @@ SendWelcome(user_id=7, locale='en')
 
 Args encode to compact JSON the way Go's ``encoding/json`` does (no spaces, UTF-8 kept, ``<``,
 ``>``, ``&``, U+2028 and U+2029 escaped), so unique keys computed over them match River's Go
-client byte for byte. Values that JSON cannot hold are rejected with
+client byte for byte. Values that JSON cannot hold, text PostgreSQL cannot store (U+0000, a
+lone surrogate) and values nested too deeply to encode are rejected with
 :class:`~sa_river.errors.UnserializableArgsError` naming the field, before anything is written.
 """
 
@@ -24,7 +25,7 @@ import re
 import types
 import typing
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal
 from typing import Any, ClassVar, TypeAlias, Union
 
@@ -58,6 +59,10 @@ def encode_json(value: Any, *, field: str = "args") -> str:
     """Compact, Go-compatible JSON for ``value``; raises naming ``field`` when impossible."""
     try:
         text = _ENCODER.encode(value)
+    except RecursionError:
+        raise UnserializableArgsError(
+            field, "nested too deeply to be encoded as JSON (Python's recursion limit)"
+        ) from None
     except (TypeError, ValueError) as exc:
         path = _find_unserialisable(value, field)
         raise UnserializableArgsError(path, f"cannot be encoded as JSON: {exc}") from exc
@@ -68,6 +73,14 @@ def encode_json(value: Any, *, field: str = "args") -> str:
             _nul_path(value, field) or field,
             "contains a NUL character (U+0000), which PostgreSQL's jsonb cannot store",
         )
+    # The text is UTF-8 encoded only by the driver, mid-insert; a lone surrogate (what
+    # os.fsdecode makes of undecodable bytes) would fail there as a bare UnicodeEncodeError.
+    # isascii() reads a flag CPython keeps on every str, so ASCII text costs nothing here.
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _lone_surrogate_error(value, field) from None
     # Most args need no escaping; a scan is far cheaper than a translate.
     return text.translate(_GO_ESCAPES) if _GO_ESCAPED.search(text) else text
 
@@ -83,23 +96,61 @@ _NUL_ESCAPE = re.compile(r"(?:^|[^\\])(?:\\\\)*\\u0000")
 
 def _nul_path(value: Any, path: str) -> str | None:
     """The dotted path of the first string (or key) under ``value`` holding U+0000."""
+    found = _first_string(value, path, lambda s: "\x00" in s)
+    return found[0] if found else None
+
+
+def _lone_surrogate_error(value: Any, field: str) -> UnserializableArgsError:
+    """The error for ``value``, whose JSON holds a lone surrogate: naming the string's path,
+    the character and its position in that string."""
+    try:
+        found = _first_string(value, field, lambda s: _surrogate_at(s) is not None)
+    except RecursionError:
+        found = None
+    if found is None:  # too deep to walk, or made by a default hook: name the field alone
+        return UnserializableArgsError(
+            field, "contains a lone surrogate, which UTF-8 (and so PostgreSQL) cannot store"
+        )
+    path, string = found
+    position = _surrogate_at(string) or 0
+    # A key may hold the surrogate itself: the path is escaped so the error prints anywhere.
+    return UnserializableArgsError(
+        path.encode("utf-8", "backslashreplace").decode("utf-8"),
+        f"contains a lone surrogate {string[position]!r} at position {position}, which UTF-8 "
+        "(and so PostgreSQL) cannot store; decode the bytes it came from properly, or escape "
+        "it (errors='backslashreplace')",
+    )
+
+
+def _surrogate_at(text: str) -> int | None:
+    """The index of the first character of ``text`` UTF-8 cannot encode, if any."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
+
+
+def _first_string(value: Any, path: str, matches: Callable[[str], bool]) -> tuple[str, str] | None:
+    """``(dotted path, string)`` of the first string (or key) under ``value`` that
+    ``matches``; only called once encoding found one, so it may take its time."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return (path, value) if matches(value) else None
     if isinstance(value, enum.Enum):
-        return _nul_path(value.value, path)
+        return _first_string(value.value, path, matches)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
     if isinstance(value, Mapping):
         for key, item in value.items():
             item_path = f"{path}.{key}"
-            if isinstance(key, str) and "\x00" in key:
-                return item_path
-            found = _nul_path(item, item_path)
+            if isinstance(key, str) and matches(key):
+                return item_path, key
+            found = _first_string(item, item_path, matches)
             if found:
                 return found
     elif isinstance(value, list | tuple | set | frozenset):
         for index, item in enumerate(value):
-            found = _nul_path(item, f"{path}[{index}]")
+            found = _first_string(item, f"{path}[{index}]", matches)
             if found:
                 return found
     return None

@@ -197,6 +197,17 @@ def _validate_name(field: str, value: object) -> str:
         raise InvalidJobError(field, "must not be empty")
     if "\x00" in value:
         raise InvalidJobError(field, "must not contain a NUL character (U+0000)")
+    # The driver would fail to encode a lone surrogate mid-insert with a bare
+    # UnicodeEncodeError; isascii() reads a flag on the str, so the usual name costs nothing.
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidJobError(
+                field,
+                f"contains a lone surrogate {value[exc.start]!r} at position {exc.start}, "
+                "which UTF-8 (and so PostgreSQL) cannot store",
+            ) from None
     if len(value) > _NAME_MAX_LENGTH:
         raise InvalidJobError(
             field, f"must be at most {_NAME_MAX_LENGTH} characters, got {len(value)}"

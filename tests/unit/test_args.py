@@ -300,6 +300,53 @@ class TestUnserialisable:
     def test_text_that_only_looks_like_a_nul_escape_is_accepted(self, text: str) -> None:
         assert json.loads(encode_json({"a": text})) == {"a": text}
 
+    @pytest.mark.parametrize(
+        ("value", "path"),
+        [
+            ({"file": "caf\udce9.txt"}, "args.file"),
+            ({"a": {"b": ["ok", "caf\udce9"]}}, "args.a.b[1]"),
+            ({"ok": "é", "later": "\ud83d alone"}, "args.later"),
+        ],
+        ids=["value", "nested", "high-surrogate"],
+    )
+    def test_a_lone_surrogate_is_rejected_naming_its_path(self, value: Any, path: str) -> None:
+        with pytest.raises(UnserializableArgsError, match="lone surrogate") as info:
+            encode_json(value)
+        assert info.value.field == path
+        assert isinstance(info.value, InvalidJobError)
+
+    def test_a_lone_surrogate_error_gives_its_position_in_the_string(self) -> None:
+        with pytest.raises(UnserializableArgsError) as info:
+            encode_json({"file": "caf\udce9.txt"})
+        assert "'\\udce9' at position 3" in str(info.value)
+
+    def test_a_key_holding_a_lone_surrogate_is_named_escaped(self) -> None:
+        with pytest.raises(UnserializableArgsError) as info:
+            encode_json({"caf\udce9": 1})
+        assert info.value.field == "args.caf\\udce9"
+        str(info.value).encode("utf-8")  # the error itself prints anywhere
+
+    def test_a_job_args_field_holding_a_lone_surrogate_is_named(self) -> None:
+        with pytest.raises(UnserializableArgsError) as info:
+            kind_and_encoded_args(SendWelcome(user_id=1, locale="\udce9"))
+        assert info.value.field == "args.locale"
+
+    def test_args_nested_thousands_deep_are_rejected_not_a_recursion_error(self) -> None:
+        deep: dict[str, Any] = {}
+        node = deep
+        for _ in range(5000):
+            node["a"] = {}
+            node = node["a"]
+        with pytest.raises(UnserializableArgsError, match="nested too deeply") as info:
+            encode_json(deep)
+        assert info.value.field == "args"
+        with pytest.raises(InvalidJobError, match="nested too deeply"):
+            prepare(("dyn", {"list": [deep]}))
+
+    def test_non_ascii_text_without_surrogates_is_kept(self) -> None:
+        value = {"a": "café", "b": "\U0001f600", "c": "\u2028 \ufffd"}
+        assert json.loads(encode_json(value)) == value
+
     def test_nul_in_metadata_names_metadata(self) -> None:
         with pytest.raises(UnserializableArgsError) as info:
             prepare(("dyn", {}), InsertOpts(metadata={"m": "\x00"}))

@@ -186,6 +186,60 @@ class TestQueueAndKind:
         assert (prepared.kind, prepared.queue) == (value, value)
 
 
+class TestLoneSurrogates:
+    """A lone surrogate (what ``os.fsdecode`` makes of undecodable bytes) cannot be encoded as
+    UTF-8: the driver used to fail mid-insert with a bare ``UnicodeEncodeError``."""
+
+    @pytest.mark.parametrize("validate", [validate_queue, validate_kind], ids=["queue", "kind"])
+    def test_a_name_holding_a_lone_surrogate_is_rejected_with_its_position(
+        self, validate: Any
+    ) -> None:
+        with pytest.raises(InvalidJobError, match=r"lone surrogate '\\udce9' at position 3"):
+            validate("caf\udce9")
+
+    def test_insert_rejects_a_queue_holding_a_lone_surrogate(self) -> None:
+        with pytest.raises(InvalidJobError) as info:
+            prepare(GOOD_ARGS, InsertOpts(queue="caf\udce9"))
+        _assert_names_field(info.value, "queue")
+        assert "lone surrogate" in str(info.value)
+
+    def test_insert_rejects_a_kind_holding_a_lone_surrogate(self) -> None:
+        with pytest.raises(InvalidJobError) as info:
+            prepare(("caf\udce9", {}))
+        _assert_names_field(info.value, "kind")
+
+    def test_a_tag_holding_a_lone_surrogate_is_rejected(self) -> None:
+        with pytest.raises(InvalidJobError) as info:
+            prepare(GOOD_ARGS, InsertOpts(tags=["caf\udce9"]))
+        _assert_names_field(info.value, "tags")
+
+    def test_metadata_holding_a_lone_surrogate_names_its_path(self) -> None:
+        with pytest.raises(InvalidJobError) as info:
+            prepare(GOOD_ARGS, InsertOpts(metadata={"file": ["ok", "caf\udce9.txt"]}))
+        _assert_names_field(info.value, "metadata.file[1]")
+        assert "lone surrogate '\\udce9' at position 3" in str(info.value)
+
+    def test_metadata_nested_too_deeply_is_rejected(self) -> None:
+        with pytest.raises(InvalidJobError) as info:
+            prepare(GOOD_ARGS, InsertOpts(metadata={"m": nested(5000)}))
+        _assert_names_field(info.value, "metadata")
+        assert "nested too deeply" in str(info.value)
+
+    def test_names_with_other_non_ascii_characters_are_accepted(self) -> None:
+        assert validate_queue("café") == "café"
+        assert validate_kind("emoji_\U0001f600") == "emoji_\U0001f600"
+
+
+def nested(depth: int) -> dict[str, Any]:
+    """``{"a": {"a": ...}}`` ``depth`` levels deep."""
+    root: dict[str, Any] = {}
+    node = root
+    for _ in range(depth):
+        node["a"] = {}
+        node = node["a"]
+    return root
+
+
 class TestMetadataAndUnique:
     def test_metadata_must_be_a_mapping(self) -> None:
         with pytest.raises(InvalidJobError) as info:
