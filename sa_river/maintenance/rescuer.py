@@ -1,21 +1,42 @@
 """The rescuer: takes back running jobs whose worker is gone (leader only).
 
 A worker killed mid-job (SIGKILL, OOM, lost host) leaves its jobs ``running`` for ever. Every
-sa_river runner heartbeats in ``sa_river_client``; a running job whose runner's heartbeat went
-stale becomes ``retryable`` (or ``discarded`` when out of attempts) with the error "rescued:
-worker lost". A job whose runner is alive is never touched however long it runs: re-running a
-live job is the bug that time-only rescuers ship (DESIGN lesson 6). Only for jobs of runners
-that never heartbeat here (River's Go workers) does elapsed time alone decide, after
-``stuck_after``. The old worker finishing late cannot overwrite the rescue: completion only
-changes rows still ``running`` (lesson 5).
+sa_river runner heartbeats in ``sa_river_client``; a running job becomes ``retryable`` (or
+``discarded`` when out of attempts) with the error "rescued: worker lost" when its runner
+
+- stopped heartbeating ``heartbeat_ttl`` seconds ago, or
+- was started again under the same id after the job's attempt began: the new process
+  registered a newer ``started_at`` and vouches only for its own jobs (see
+  :mod:`sa_river.worker.heartbeat`).
+
+A job whose runner is alive is never touched however long it runs: re-running a live job is
+the bug that time-only rescuers ship. Only for jobs of runners that never heartbeat here
+(River's Go workers) does elapsed time alone decide, after ``stuck_after``. The old worker
+finishing late cannot overwrite the rescue: every outcome is fenced by state and attempt.
+
+**Silence is only evidence when the runners could have spoken.** After a database outage
+every heartbeat is older than the TTL, yet the workers are alive and still running their
+jobs; rescuing them then would run those jobs twice at once. So the rescuer holds back for a
+full ``heartbeat_ttl``
+
+- after this leader's term began (its services are built anew on every election),
+- after any of its own statements failed (the database, or this leader's link to it, was
+  down: so probably were the runners'), and
+- after the database server itself started (checked in the statement).
+
+Runners heartbeat every ``heartbeat_interval`` (at most a third of the TTL), so by then every
+live one has been heard from again. The cost is that rescue waits up to one TTL longer after a
+leader change or an outage.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from sa_river.maintenance import MaintenanceService
 from sa_river.queries.maintenance import client_delete_stale, job_rescue
@@ -33,7 +54,8 @@ class JobRescuer(MaintenanceService):
 
     ``heartbeat_ttl``: seconds without a heartbeat after which a runner counts as gone;
     ``stuck_after``: seconds after which a running job of a runner with no heartbeat row at
-    all counts as stuck.
+    all counts as stuck; ``initial_hold_back``: seconds from construction (the term's start)
+    before the first rescue, ``heartbeat_ttl`` unless given.
     """
 
     def __init__(
@@ -45,6 +67,7 @@ class JobRescuer(MaintenanceService):
         heartbeat_ttl: float,
         stuck_after: float,
         batch_size: int = 1000,
+        initial_hold_back: float | None = None,
     ) -> None:
         super().__init__("rescuer", engine, interval=interval, is_leader=is_leader)
         if heartbeat_ttl <= 0:
@@ -56,8 +79,25 @@ class JobRescuer(MaintenanceService):
         self.heartbeat_ttl = heartbeat_ttl
         self.stuck_after = stuck_after
         self.batch_size = batch_size
+        # Built anew for every term: the term's start opens the first hold-back.
+        hold = heartbeat_ttl if initial_hold_back is None else initial_hold_back
+        self._hold_until = time.monotonic() + hold
+
+    @property
+    def holding_back(self) -> bool:
+        """True while runners may not yet have had the time to heartbeat (see the module)."""
+        return time.monotonic() < self._hold_until
 
     def run_once(self) -> int:
+        if self.holding_back:
+            return 0
+        try:
+            return self._rescue()
+        except SQLAlchemyError:
+            self._hold_until = time.monotonic() + self.heartbeat_ttl
+            raise
+
+    def _rescue(self) -> int:
         rescued = 0
         while self.is_leader():
             with self.engine.begin() as conn:

@@ -3,37 +3,145 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ARRAY, Connection, Float, Table, Text, column, delete, func, select
+from sqlalchemy import (
+    ARRAY,
+    Connection,
+    Float,
+    Table,
+    Text,
+    column,
+    delete,
+    func,
+    literal,
+    select,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import SaRiverClient
 
-__all__ = ["client_delete", "client_heartbeat", "client_list_alive", "missing_tables"]
+__all__ = [
+    "ClientRegistration",
+    "client_delete",
+    "client_heartbeat",
+    "client_list_alive",
+    "client_register",
+    "missing_tables",
+]
 
 client_table: Table = SaRiverClient.__table__  # type: ignore[assignment]
 
 
-def client_heartbeat(
+@dataclass(frozen=True)
+class ClientRegistration:
+    """What :func:`client_register` found and left: this incarnation's start (database time)
+    and the row it replaced, if another incarnation of the same id had one."""
+
+    started_at: datetime
+    previous_hostname: str | None
+    previous_pid: int | None
+    previous_heartbeat_age: float | None
+    """Seconds since the replaced row's last heartbeat (``None`` when there was no row)."""
+
+
+def client_register(
     conn: Connection, *, client_id: str, hostname: str, pid: int, queues: Sequence[str]
-) -> None:
-    """Create this runner's row or move its ``heartbeat_at`` to now."""
-    stmt = pg_insert(client_table).values(
-        id=client_id, hostname=hostname, pid=pid, queues=list(queues)
+) -> ClientRegistration:
+    """Start a new incarnation of runner ``client_id``: its row now names this process and a
+    ``started_at`` of now, whatever an earlier process of the same id left there.
+
+    A running job whose attempt started before its runner's ``started_at`` belongs to an
+    earlier incarnation, which is gone: that is how the rescuer finds the jobs of a worker
+    killed and restarted under the same id (a fixed ``--id``, a supervised child).
+    """
+    c = client_table
+    previous = (
+        select(
+            c.c.hostname,
+            c.c.pid,
+            func.extract("epoch", func.now() - c.c.heartbeat_at).label("age"),
+        )
+        .where(c.c.id == bindparam("id"))
+        .cte("previous")
     )
-    conn.execute(
+    stmt = pg_insert(c).values(
+        id=bindparam("id"),
+        hostname=bindparam("hostname"),
+        pid=bindparam("pid"),
+        queues=bindparam("queues", type_=ARRAY(Text)),
+    )
+    upsert = (
         stmt.on_conflict_do_update(
             index_elements=["id"],
-            set_={"heartbeat_at": func.now(), "queues": stmt.excluded.queues},
+            set_={
+                "hostname": stmt.excluded.hostname,
+                "pid": stmt.excluded.pid,
+                "queues": stmt.excluded.queues,
+                "started_at": func.now(),
+                "heartbeat_at": func.now(),
+            },
         )
+        .returning(c.c.started_at)
+        .cte("upsert")
+    )
+    row = conn.execute(
+        select(upsert.c.started_at, previous.c.hostname, previous.c.pid, previous.c.age)
+        .select_from(upsert)
+        .outerjoin(previous, literal(True)),
+        {"id": client_id, "hostname": hostname, "pid": pid, "queues": list(queues)},
+    ).one()
+    return ClientRegistration(
+        started_at=row.started_at,
+        previous_hostname=row.hostname,
+        previous_pid=row.pid,
+        previous_heartbeat_age=None if row.age is None else float(row.age),
     )
 
 
-def client_delete(conn: Connection, client_id: str) -> None:
-    """Remove this runner's row (clean shutdown)."""
-    conn.execute(delete(client_table).where(client_table.c.id == client_id))
+def client_heartbeat(
+    conn: Connection,
+    *,
+    client_id: str,
+    started_at: datetime,
+    hostname: str,
+    pid: int,
+    queues: Sequence[str],
+) -> bool:
+    """Move this incarnation's ``heartbeat_at`` to now; false when a newer incarnation of the
+    same id has registered since (this process no longer owns the id).
+
+    The row is written whole (``started_at`` included), so a row lost meanwhile (deleted as
+    stale after a long outage) comes back as this incarnation's, not as a new one.
+    """
+    stmt = pg_insert(client_table).values(
+        id=client_id, hostname=hostname, pid=pid, queues=list(queues), started_at=started_at
+    )
+    result = conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=["id"],
+            set_={
+                "hostname": stmt.excluded.hostname,
+                "pid": stmt.excluded.pid,
+                "heartbeat_at": func.now(),
+                "queues": stmt.excluded.queues,
+            },
+            # A newer incarnation owns the row: never move it back to this one.
+            where=client_table.c.started_at == stmt.excluded.started_at,
+        ).returning(client_table.c.id)
+    )
+    return result.first() is not None
+
+
+def client_delete(conn: Connection, client_id: str, *, started_at: datetime | None = None) -> None:
+    """Remove runner ``client_id``'s row (clean shutdown); with ``started_at``, only while it
+    is still that incarnation's (a newer process of the same id keeps its row)."""
+    stmt = delete(client_table).where(client_table.c.id == client_id)
+    if started_at is not None:
+        stmt = stmt.where(client_table.c.started_at == started_at)
+    conn.execute(stmt)
 
 
 def client_list_alive(

@@ -217,10 +217,22 @@ def _rescue_statement() -> Any:
     j = job_table
     c = client_table
     worker = _last_worker()
+    # A runner is gone when its heartbeat went stale, or when its id was registered again
+    # after this attempt began: a worker restarted under the same id (a fixed --id, a
+    # supervised child) vouches only for the jobs it fetched itself, not its dead
+    # predecessor's. Staleness is counted from the database's own start at the earliest: after
+    # a restart every runner needs time to reconnect before its silence means anything.
+    last_sign_of_life = func.greatest(c.c.heartbeat_at, func.pg_postmaster_start_time())
     worker_lost = (
         select(literal(1))
         .select_from(c)
-        .where(c.c.id == worker, c.c.heartbeat_at < func.now() - _seconds("rescue_ttl"))
+        .where(
+            c.c.id == worker,
+            or_(
+                last_sign_of_life < func.now() - _seconds("rescue_ttl"),
+                c.c.started_at > j.c.attempted_at,
+            ),
+        )
         .exists()
     )
     # River's Go workers (and runners from before the heartbeat table) have no row: only time
@@ -286,10 +298,12 @@ def job_rescue(
     """Take back up to ``limit`` running jobs whose worker is gone; return ``(id, new state)``.
 
     A job is rescued when the runner of its current attempt (the last of ``attempted_by``) has
-    a ``sa_river_client`` row not refreshed for ``heartbeat_ttl_seconds`` ("rescued: worker
-    lost"), or has no row at all and the attempt started more than ``stuck_after_seconds`` ago
-    ("rescued: stuck"). It becomes ``retryable`` now, or ``discarded`` when out of attempts
-    (``cancelled`` when cancellation was requested), with the error appended.
+    a ``sa_river_client`` row not refreshed for ``heartbeat_ttl_seconds`` (nor since the
+    database started), or registered again by a newer process after the attempt began
+    ("rescued: worker lost"), or has no row at all and the attempt started more than
+    ``stuck_after_seconds`` ago ("rescued: stuck"). It becomes ``retryable`` now, or
+    ``discarded`` when out of attempts (``cancelled`` when cancellation was requested), with
+    the error appended.
     """
     rows = conn.execute(
         _RESCUE,

@@ -134,6 +134,8 @@ class Worker:
             client_id=config.client_id,
             queues=list(config.queues),
             interval=config.heartbeat_interval,
+            on_registered=self._start_producers,
+            on_superseded=self._on_superseded,
         )
         self.periodic_jobs = validate_periodic_jobs(periodic_jobs)
         self.elector: Elector | None = None
@@ -210,15 +212,18 @@ class Worker:
                 self.notifier.subscribe(TOPIC_LEADERSHIP, self.elector.on_leadership_notification)
             self.notifier.start()
         try:
-            # Register before fetching, so the rescuer can tell this runner is alive.
+            # Register before fetching (the producers start once it has succeeded): a job
+            # fetched before this start's row exists would look like a dead predecessor's.
             self.heartbeat.beat()
         except SQLAlchemyError as exc:
-            logger.warning("first heartbeat failed (%s); the heartbeat thread retries", exc)
+            logger.warning(
+                "first heartbeat failed (%s); the heartbeat thread retries, and fetching "
+                "starts once it succeeds",
+                exc,
+            )
         self.heartbeat.start()
         if self.elector is not None:
             self.elector.start()
-        for producer in self.producers.values():
-            producer.start()
         logger.info(
             "worker %s started: queues %s, %d handlers",
             self.client_id,
@@ -226,6 +231,19 @@ class Worker:
             len(self.workers),
             extra={"event": "worker_started"},
         )
+
+    def _start_producers(self) -> None:
+        """Called by the heartbeat once this start is registered (on its thread or ours)."""
+        with self._state_lock:
+            if self._stopping:
+                return
+            for producer in self.producers.values():
+                producer.start()
+
+    def _on_superseded(self) -> None:
+        # A newer process registered this runner's id: the jobs this one started before
+        # then are being rescued, so it must take no more under a name it no longer owns.
+        threading.Thread(target=self.stop, name="sa_river.stopper", daemon=True).start()
 
     def wait_listening(self, timeout: float = 5.0) -> bool:
         """Wait until the LISTEN connection is up (true at once in poll-only mode)."""

@@ -1,10 +1,25 @@
 """Heartbeat: records that this runner and its queues are alive (internal).
 
 Every ``interval`` seconds the runner upserts its row in ``sa_river_client`` (sa_river's own
-table: id, host, pid, queues, ``heartbeat_at``) and touches ``river_queue.updated_at`` of its
-queues, as River's producers do, so River UI lists them and the queue cleaner keeps them. A
-running job whose ``attempted_by`` runner has no recent heartbeat belongs to a dead worker:
-that is what the rescuer looks for. A clean stop deletes the row.
+table: id, host, pid, queues, ``started_at``, ``heartbeat_at``) and touches
+``river_queue.updated_at`` of its queues, as River's producers do, so River UI lists them and
+the queue cleaner keeps them. A clean stop deletes the row.
+
+What the rescuer reads here is the *incarnation*, not just the id. Ids are often fixed (a
+systemd unit, a StatefulSet pod, ``--id``, a supervised child restarted as ``s-1`` again), so
+a worker killed and started again under the same id must not vouch for the jobs of the process
+that died. The first beat of every start *registers*: it stamps the row with this process and
+a new ``started_at`` (database time). A running job whose attempt began before its runner's
+``started_at`` belongs to a dead incarnation and is rescued at once; a job whose runner's
+heartbeat went stale belongs to a dead runner and is rescued after the TTL.
+
+The runner fetches nothing before it has registered (:attr:`Heartbeat.registered`): a job it
+took before stamping its ``started_at`` would look like its predecessor's.
+
+Ids must be unique among *live* runners. When a second live process starts with the id of a
+first, the newest start owns the id: the older one's beats are refused from then on, it is told
+through ``on_superseded`` (the worker stops fetching and stops), and the jobs it started before
+the newer one registered are rescued.
 """
 
 from __future__ import annotations
@@ -12,11 +27,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
+from collections.abc import Callable
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from sa_river.queries.client import client_delete, client_heartbeat
+from sa_river.queries.client import (
+    ClientRegistration,
+    client_delete,
+    client_heartbeat,
+    client_register,
+)
 from sa_river.queries.queue import queue_create_or_set_updated_at
 from sa_river.service import Service
 
@@ -26,7 +49,16 @@ logger = logging.getLogger("sa_river.heartbeat")
 
 
 class Heartbeat(Service):
-    def __init__(self, engine: Engine, *, client_id: str, queues: list[str], interval: float):
+    def __init__(
+        self,
+        engine: Engine,
+        *,
+        client_id: str,
+        queues: list[str],
+        interval: float,
+        on_registered: Callable[[], None] | None = None,
+        on_superseded: Callable[[], None] | None = None,
+    ):
         super().__init__("heartbeat")
         self._engine = engine
         self._client_id = client_id
@@ -34,21 +66,79 @@ class Heartbeat(Service):
         self._interval = interval
         self._hostname = socket.gethostname()
         self._pid = os.getpid()
+        self._on_registered = on_registered
+        self._on_superseded = on_superseded
+        self.started_at: datetime | None = None
+        """This incarnation's start, database time; ``None`` until the first beat succeeds."""
+        self.registered = threading.Event()
+        self.superseded = threading.Event()
 
     def beat(self) -> None:
+        """Register (first success) or refresh this runner's row, in one transaction."""
+        if self.superseded.is_set():
+            return
+        registration: ClientRegistration | None = None
         with self._engine.begin() as conn:
-            client_heartbeat(
-                conn,
-                client_id=self._client_id,
-                hostname=self._hostname,
-                pid=self._pid,
-                queues=self._queues,
-            )
-            queue_create_or_set_updated_at(conn, self._queues)
+            if self.started_at is None:
+                registration = client_register(
+                    conn,
+                    client_id=self._client_id,
+                    hostname=self._hostname,
+                    pid=self._pid,
+                    queues=self._queues,
+                )
+                owned = True
+            else:
+                owned = client_heartbeat(
+                    conn,
+                    client_id=self._client_id,
+                    started_at=self.started_at,
+                    hostname=self._hostname,
+                    pid=self._pid,
+                    queues=self._queues,
+                )
+            if owned:
+                queue_create_or_set_updated_at(conn, self._queues)
+        if not owned:
+            self._supersede()
+        elif registration is not None:
+            self.started_at = registration.started_at
+            self._log_registration(registration)
+            self.registered.set()
+            if self._on_registered is not None:
+                self._on_registered()
+
+    def _log_registration(self, registration: ClientRegistration) -> None:
+        if registration.previous_pid is None:
+            return
+        # A clean stop deletes the row: one left behind means the last process of this id
+        # died (or is still alive). Its running jobs are rescued at the leader's next round
+        # instead of waiting for its heartbeat to go stale.
+        logger.warning(
+            "worker id %s was last used by pid %s on %s (last heartbeat %.0f s ago); this start "
+            "replaces it and the jobs that process left running will be rescued (if it is "
+            "still alive, give each runner its own id)",
+            self._client_id,
+            registration.previous_pid,
+            registration.previous_hostname,
+            registration.previous_heartbeat_age or 0.0,
+            extra={"event": "client_id_reused"},
+        )
+
+    def _supersede(self) -> None:
+        self.superseded.set()
+        logger.error(
+            "worker id %s was registered by a newer process: this runner no longer owns it and "
+            "stops; give each live runner its own id",
+            self._client_id,
+            extra={"event": "client_id_superseded"},
+        )
+        if self._on_superseded is not None:
+            self._on_superseded()
 
     def run(self) -> None:
         failing = False
-        while True:
+        while not self.superseded.is_set():
             try:
                 self.beat()
                 failing = False
@@ -60,8 +150,10 @@ class Heartbeat(Service):
                 failing = True
             if self.sleep(self._interval):
                 break
+        if self.superseded.is_set() or self.started_at is None:
+            return  # the row is not ours to delete
         try:
             with self._engine.begin() as conn:
-                client_delete(conn, self._client_id)
+                client_delete(conn, self._client_id, started_at=self.started_at)
         except SQLAlchemyError as exc:
             logger.warning("could not remove heartbeat row (%s)", exc)

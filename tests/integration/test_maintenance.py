@@ -16,7 +16,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, event, text
+from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL
 from sqlalchemy.orm import Session
 
@@ -386,16 +387,22 @@ def rescuer(engine: Engine, **kwargs: Any) -> JobRescuer:
     kwargs.setdefault("is_leader", leader)
     kwargs.setdefault("heartbeat_ttl", 30.0)
     kwargs.setdefault("stuck_after", 3600.0)
+    # These tests look at one round; the hold-back after a term starts has tests of its own.
+    kwargs.setdefault("initial_hold_back", 0.0)
     return JobRescuer(engine, **kwargs)
 
 
-def add_client(engine: Engine, client_id: str, heartbeat_age: str) -> None:
+def add_client(
+    engine: Engine, client_id: str, heartbeat_age: str, *, started_ago: str = "1 day"
+) -> None:
     sql(
         engine,
-        "INSERT INTO sa_river_client (id, hostname, pid, heartbeat_at) "
-        "VALUES (:id, 'host', 1, now() - CAST(:age AS interval))",
+        "INSERT INTO sa_river_client (id, hostname, pid, started_at, heartbeat_at) "
+        "VALUES (:id, 'host', 1, now() - CAST(:started AS interval), "
+        "now() - CAST(:age AS interval))",
         id=client_id,
         age=heartbeat_age,
+        started=started_ago,
     )
 
 
@@ -544,6 +551,58 @@ class TestRescuer:
         assert rescuer(engine, is_leader=follower, stuck_after=60.0).run_once() == 0
         assert states(engine, job_id) == [S.RUNNING]
         assert count(engine, "sa_river_client") == 1
+
+    def test_jobs_of_an_earlier_process_of_a_reused_id_are_rescued_at_once(
+        self, engine: Engine
+    ) -> None:
+        """A worker killed and started again under the same id (a fixed --id, a supervised
+        child) heartbeats the same row: only its own attempts are vouched for."""
+        add_client(engine, "s", "0 seconds", started_ago="10 seconds")
+        predecessors = running_job(engine, ["s"], started_ago="1 minute")
+        own = running_job(engine, ["s"], started_ago="5 seconds")
+        before = get(engine, own)
+
+        assert rescuer(engine).run_once() == 1
+
+        row = get(engine, predecessors)
+        assert row.state is S.RETRYABLE
+        assert [e.error for e in row.errors] == [RESCUED_WORKER_LOST]
+        assert get(engine, own) == before
+
+    def test_holds_back_one_ttl_after_its_term_starts(self, engine: Engine) -> None:
+        """After an outage or a leader change every heartbeat looks stale: runners get a TTL
+        to be heard from before their silence counts."""
+        add_client(engine, "dead", "5 minutes")
+        job_id = running_job(engine, ["dead"])
+        service = rescuer(engine, heartbeat_ttl=1.0, initial_hold_back=None)
+
+        assert service.holding_back
+        assert service.run_once() == 0
+        assert states(engine, job_id) == [S.RUNNING]
+        wait_until(lambda: not service.holding_back, "end of the hold-back", timeout=3.0)
+        assert service.run_once() == 1
+        assert states(engine, job_id) == [S.RETRYABLE]
+
+    def test_holds_back_one_ttl_after_a_failed_round(self, engine: Engine, db_url: URL) -> None:
+        """A failed statement means the database (or the leader's link to it) was down, so
+        the runners' heartbeats may have failed too."""
+        add_client(engine, "dead", "5 minutes")
+        job_id = running_job(engine, ["dead"])
+        unreachable = create_engine(db_url.set(port=1))
+        try:
+            service = rescuer(unreachable, heartbeat_ttl=1.0)
+            with pytest.raises(sa_exc.OperationalError):
+                service.run_once()
+        finally:
+            unreachable.dispose()
+        service.engine = engine  # the database is back
+
+        assert service.holding_back
+        assert service.run_once() == 0
+        assert states(engine, job_id) == [S.RUNNING]
+        wait_until(lambda: not service.holding_back, "end of the hold-back", timeout=3.0)
+        assert service.run_once() == 1
+        assert states(engine, job_id) == [S.RETRYABLE]
 
 
 # --- cleaner -------------------------------------------------------------------------------
