@@ -87,11 +87,13 @@ def resume_queue(target: SyncTarget, queue: str) -> None:
     run_sync(target, lambda conn: queue_queries.queue_resume(conn, name), what="resume_queue")
 
 
-def complete_in(target: SyncTarget, job: Job[Any] | JobRow | int) -> bool:
+def complete_in(target: SyncTarget, job: Job[Any] | JobRow) -> bool:
     """Mark the running ``job`` completed inside the handler's own transaction.
 
-    The job's completion then commits or rolls back with the handler's other writes. Returns
-    false if the job was no longer running.
+    The job's completion then commits or rolls back with the handler's other writes, so its
+    effects in the database happen exactly once even if the worker dies right after. Only the
+    attempt that ``job`` is completes: false when that attempt is no longer running (the job
+    finished, was cancelled, or was rescued and fetched again elsewhere); roll back then.
 
     >>> @workers.handler(ChargeCard)                              # doctest: +SKIP
     ... def charge(job: Job[ChargeCard]) -> None:
@@ -99,7 +101,14 @@ def complete_in(target: SyncTarget, job: Job[Any] | JobRow | int) -> bool:
     ...         session.add(Payment(order_id=job.args.order_id))
     ...         sa_river.complete_in(session, job)
     """
-    job_id = job if isinstance(job, int) else job.id
+    if not isinstance(job, Job | JobRow):
+        raise TypeError(
+            f"complete_in takes the handler's Job (or its JobRow), got {type(job).__name__}: "
+            "its attempt makes sure an earlier, abandoned attempt cannot complete a later one"
+        )
+    row = job.row if isinstance(job, Job) else job
     return run_sync(
-        target, lambda conn: job_queries.job_complete_if_running(conn, job_id), what="complete_in"
+        target,
+        lambda conn: job_queries.job_complete_if_running(conn, row.id, row.attempt),
+        what="complete_in",
     )

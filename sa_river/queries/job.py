@@ -883,11 +883,16 @@ def job_fail_attempts(
     return {r.id: JobState(r.state) for r in rows}
 
 
-def job_complete_if_running(conn: Connection, job_id: int) -> bool:
-    """Mark one running job completed in ``conn``'s transaction; false if it was not running."""
+def job_complete_if_running(conn: Connection, job_id: int, attempt: int) -> bool:
+    """Mark job ``job_id`` completed in ``conn``'s transaction while it is still running
+    ``attempt``; false otherwise (finished, rescued, or running a later attempt elsewhere)."""
     result = conn.execute(
         update(job_table)
-        .where(job_table.c.id == job_id, job_table.c.state == JobState.RUNNING)
+        .where(
+            job_table.c.id == job_id,
+            job_table.c.state == JobState.RUNNING,
+            job_table.c.attempt == attempt,
+        )
         .values(state=JobState.COMPLETED, finalized_at=func.now())
         .returning(job_table.c.id)
     )

@@ -10,6 +10,7 @@ import pytest
 from _worker_helpers import running_worker, wait_until
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
+from sqlalchemy.orm import Session
 
 import sa_river
 from sa_river.config import WorkerConfig
@@ -54,6 +55,39 @@ def test_an_outcome_for_an_earlier_attempt_changes_nothing(engine: Engine) -> No
             conn, [JobSetStateParams(id=job_id, state=JobState.COMPLETED, attempt=2)]
         )
     assert changed == {job_id: JobState.COMPLETED}
+
+
+def test_complete_in_from_an_earlier_attempt_changes_nothing(engine: Engine) -> None:
+    """An abandoned attempt's handler calling complete_in must not complete the attempt a
+    rescue started since."""
+    job_id = running_at_attempt(engine, 1)
+    with engine.connect() as conn:
+        first_attempt = job_get(conn, job_id)
+    assert first_attempt is not None
+    with engine.begin() as conn:  # rescued and fetched again: attempt 2 runs elsewhere
+        conn.execute(text("UPDATE river_job SET attempt = 2 WHERE id = :id"), {"id": job_id})
+
+    with Session(engine) as session, session.begin():
+        assert sa_river.complete_in(session, first_attempt) is False
+    assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 2)
+
+    with engine.connect() as conn:
+        second_attempt = job_get(conn, job_id)
+    assert second_attempt is not None
+    with Session(engine) as session, session.begin():
+        assert sa_river.complete_in(session, second_attempt) is True
+    assert state_and_attempt(engine, job_id) == (JobState.COMPLETED, 2)
+
+
+def test_complete_in_needs_the_job_not_its_id(engine: Engine) -> None:
+    job_id = running_at_attempt(engine, 1)
+    with (
+        Session(engine) as session,
+        session.begin(),
+        pytest.raises(TypeError, match="complete_in takes the handler's Job"),
+    ):
+        sa_river.complete_in(session, job_id)  # type: ignore[arg-type]
+    assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 1)
 
 
 def test_a_late_completion_of_an_earlier_attempt_changes_nothing(engine: Engine) -> None:

@@ -558,7 +558,7 @@ class TestCompleteIn:
     def test_complete_in_on_a_job_that_is_not_running_is_false(self, engine: Engine) -> None:
         job_id = insert_job(engine, "idle")
         with Session(engine) as session, session.begin():
-            assert sa_river.complete_in(session, job_id) is False
+            assert sa_river.complete_in(session, job(engine, job_id)) is False
         assert job(engine, job_id).state is S.AVAILABLE
 
 
