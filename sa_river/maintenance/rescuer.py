@@ -20,8 +20,8 @@ jobs; rescuing them then would run those jobs twice at once. So the rescuer hold
 full ``heartbeat_ttl``
 
 - after this leader's term began (its services are built anew on every election),
-- after any of its own statements failed (the database, or this leader's link to it, was
-  down: so probably were the runners'), and
+- after any of its own statements, or this process's heartbeat, failed (the database, or
+  this leader's link to it, was down: so probably were the runners'), and
 - after the database server itself started (checked in the statement).
 
 Runners heartbeat every ``heartbeat_interval`` (at most a third of the TTL), so by then every
@@ -55,7 +55,10 @@ class JobRescuer(MaintenanceService):
     ``heartbeat_ttl``: seconds without a heartbeat after which a runner counts as gone;
     ``stuck_after``: seconds after which a running job of a runner with no heartbeat row at
     all counts as stuck; ``initial_hold_back``: seconds from construction (the term's start)
-    before the first rescue, ``heartbeat_ttl`` unless given.
+    before the first rescue, ``heartbeat_ttl`` unless given; ``last_database_trouble``: when
+    (``time.monotonic()``) this process last failed to reach the database, e.g. its own
+    heartbeat, which fails within a heartbeat interval of any outage long enough to make
+    another runner's heartbeat look stale.
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class JobRescuer(MaintenanceService):
         stuck_after: float,
         batch_size: int = 1000,
         initial_hold_back: float | None = None,
+        last_database_trouble: Callable[[], float | None] = lambda: None,
     ) -> None:
         super().__init__("rescuer", engine, interval=interval, is_leader=is_leader)
         if heartbeat_ttl <= 0:
@@ -82,11 +86,16 @@ class JobRescuer(MaintenanceService):
         # Built anew for every term: the term's start opens the first hold-back.
         hold = heartbeat_ttl if initial_hold_back is None else initial_hold_back
         self._hold_until = time.monotonic() + hold
+        self._last_database_trouble = last_database_trouble
 
     @property
     def holding_back(self) -> bool:
         """True while runners may not yet have had the time to heartbeat (see the module)."""
-        return time.monotonic() < self._hold_until
+        now = time.monotonic()
+        trouble = self._last_database_trouble()
+        return now < self._hold_until or (
+            trouble is not None and now < trouble + self.heartbeat_ttl
+        )
 
     def run_once(self) -> int:
         if self.holding_back:

@@ -362,6 +362,7 @@ class Worker:
                 is_leader=is_leader,
                 heartbeat_ttl=config.rescue_heartbeat_ttl,
                 stuck_after=config.rescue_stuck_after,
+                last_database_trouble=lambda: self.heartbeat.last_failure,
             ),
             JobCleaner(
                 self.engine,

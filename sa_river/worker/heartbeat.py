@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 
@@ -72,6 +73,8 @@ class Heartbeat(Service):
         """This incarnation's start, database time; ``None`` until the first beat succeeds."""
         self.registered = threading.Event()
         self.superseded = threading.Event()
+        self.last_failure: float | None = None
+        """When a beat last failed (``time.monotonic()``): this process lost the database."""
 
     def beat(self) -> None:
         """Register (first success) or refresh this runner's row, in one transaction."""
@@ -143,6 +146,7 @@ class Heartbeat(Service):
                 self.beat()
                 failing = False
             except SQLAlchemyError as exc:
+                self.last_failure = time.monotonic()
                 if not failing:
                     logger.warning(
                         "heartbeat failed (%s); retrying", exc, extra={"event": "heartbeat_error"}

@@ -604,6 +604,19 @@ class TestRescuer:
         assert service.run_once() == 1
         assert states(engine, job_id) == [S.RETRYABLE]
 
+    def test_holds_back_one_ttl_after_this_process_lost_the_database(self, engine: Engine) -> None:
+        """The leader's own heartbeat failing means the runners' probably did too, even when
+        no rescue round ran during the outage."""
+        add_client(engine, "dead", "5 minutes")
+        job_id = running_job(engine, ["dead"])
+        trouble_at = time.monotonic()
+        service = rescuer(engine, heartbeat_ttl=1.0, last_database_trouble=lambda: trouble_at)
+
+        assert service.run_once() == 0
+        assert states(engine, job_id) == [S.RUNNING]
+        wait_until(lambda: not service.holding_back, "end of the hold-back", timeout=3.0)
+        assert service.run_once() == 1
+
 
 # --- cleaner -------------------------------------------------------------------------------
 
