@@ -13,6 +13,8 @@ import json
 import logging
 from datetime import datetime, timezone
 
+from sa_river.types import storable_text
+
 __all__ = [
     "LOG_FORMATS",
     "STRUCTURED_FIELDS",
@@ -38,8 +40,18 @@ LOG_FORMATS = ("text", "json")
 
 
 class KeyValueFormatter(logging.Formatter):
+    """``time level logger message`` and the structured fields that are set, as ``key=value``.
+
+    The line is made UTF-8-clean (:func:`~sa_river.types.storable_text`): a handler's error
+    about an undecodable file name carries a lone surrogate, and a stream that encodes strictly
+    (a log file) would otherwise print "--- Logging error ---" instead of the record.
+    """
+
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return storable_text(super().format(record))
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         # The fields go on the message's line, before any traceback that follows it.
@@ -54,22 +66,31 @@ class KeyValueFormatter(logging.Formatter):
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: ``time``, ``level``, ``logger``, ``message``, the structured
-    fields that are set, and ``exception`` (the formatted traceback) when there is one."""
+    fields that are set, and ``exception`` (the formatted traceback) when there is one.
+
+    Texts go through :func:`~sa_river.types.storable_text` before encoding: json would write a
+    lone surrogate as a ``\\udce9`` escape, which decodes back into text that strict consumers
+    (and PostgreSQL, should the logs end up there) reject.
+    """
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(),
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": storable_text(record.getMessage()),
         }
         for name in STRUCTURED_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                entry[name] = value
+                entry[name] = storable_text(value) if isinstance(value, str) else value
         if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+            entry["exception"] = storable_text(self.formatException(record.exc_info))
+        return json.dumps(entry, default=_storable_str)
+
+
+def _storable_str(value: object) -> str:
+    return storable_text(str(value))
 
 
 def configure_logging(level: str = "INFO", log_format: str = "text") -> None:

@@ -19,6 +19,7 @@ __all__ = [
     "InsertResult",
     "JobRow",
     "JobState",
+    "storable_text",
 ]
 
 
@@ -47,6 +48,26 @@ FINALIZED_STATES: frozenset[JobState] = frozenset(
 """States in which ``finalized_at`` is set and a job never runs again on its own."""
 
 
+def storable_text(text: str) -> str:
+    """``text`` made storable in PostgreSQL ``text``/``jsonb`` and writable as UTF-8 anywhere.
+
+    U+0000, which neither type can hold, becomes ``\\0``; a lone surrogate (what
+    ``os.fsdecode`` and ``surrogateescape`` make of undecodable bytes), which UTF-8 cannot
+    encode, becomes its escape (``'caf\\udce9.txt'``), so the text keeps what it said instead of
+    failing the write that carries it. Anything else is returned unchanged.
+    """
+    if "\x00" in text:
+        text = text.replace("\x00", "\\0")
+    # isascii() reads a flag CPython keeps on every str: the usual case costs nothing.
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
 TRACE_LIMIT = 8000
 """The longest traceback stored with an attempt's error, in characters."""
 
@@ -73,20 +94,29 @@ class AttemptError:
         cls, attempt: int, error: str, trace: str = "", *, error_limit: int | None = None
     ) -> AttemptError:
         """The error of ``attempt`` as sa_river stores it now: a trace longer than
-        :data:`TRACE_LIMIT` keeps its end, U+0000 (which jsonb cannot hold) becomes ``\\0``,
-        and ``error`` is cut to ``error_limit`` characters if one is given."""
+        :data:`TRACE_LIMIT` keeps its end, both texts go through :func:`storable_text` (or
+        jsonb would reject the attempt's whole outcome), and ``error`` is cut to
+        ``error_limit`` characters if one is given."""
         if len(trace) > TRACE_LIMIT:
             trace = "...\n" + trace[-TRACE_LIMIT:]
         return cls(
             at=datetime.now(timezone.utc),
             attempt=attempt,
-            error=error.replace("\x00", "\\0")[:error_limit],
-            trace=trace.replace("\x00", "\\0"),
+            error=storable_text(error)[:error_limit],
+            trace=storable_text(trace),
         )
 
     def to_json_text(self) -> str:
-        """:meth:`to_json` as compact JSON text, ready for an ``errors`` element."""
-        return json.dumps(self.to_json(), separators=(",", ":"))
+        """:meth:`to_json` as compact JSON text, ready for an ``errors`` element.
+
+        The texts go through :func:`storable_text` here too, so an ``AttemptError`` built
+        directly rather than through :meth:`stored_now` cannot fail the write either: json
+        would escape a lone surrogate as ``\\udce9``, which jsonb rejects.
+        """
+        data = self.to_json()
+        data["error"] = storable_text(self.error)
+        data["trace"] = storable_text(self.trace)
+        return json.dumps(data, separators=(",", ":"))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AttemptError:

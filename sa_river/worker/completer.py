@@ -329,7 +329,12 @@ class BatchCompleter(Service):
 
 
 def fallback_error_json(attempt: int | None, message: str, *, trace: str = "") -> str:
-    """The ``AttemptError`` JSON sa_river records for an attempt it had to end itself."""
+    """The ``AttemptError`` JSON sa_river records for an attempt it had to end itself.
+
+    ``message`` and ``trace`` may quote the very text whose write failed (the attempt's own
+    error, a row that did not decode): they are made storable (a lone surrogate escaped, NUL
+    replaced), so the fallback cannot fail the way the write it replaces did.
+    """
     error = AttemptError.stored_now(attempt or 0, message, trace, error_limit=_MESSAGE_LIMIT)
     return error.to_json_text()
 
@@ -359,12 +364,17 @@ def _original_error(outcome: Outcome) -> str:
     try:
         decoded: Any = json.loads(outcome.error)
         return str(decoded["error"])[:_MESSAGE_LIMIT] if isinstance(decoded, dict) else ""
-    except (ValueError, KeyError):
+    except (ValueError, KeyError, TypeError, RecursionError):
+        # Whatever the outcome carries, the fallback must still be written.
         return ""
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
+    try:
+        text = str(exc).strip()
+    except Exception:
+        # Quoted in the fallback error and the log line: neither may fail on it.
+        return f"<{type(exc).__name__} whose str() failed>"
     return text.splitlines()[0] if text else ""
 
 
