@@ -13,9 +13,11 @@ Commands::
     status  [--database-url URL] [--json]                  leader, live workers, job counts
     bench   [-n N] [--processes P] [--concurrency C] ...   sa_river beside a raw-SQL ceiling
 
-``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable. ``worker``,
-``demo`` and ``bench`` with no URL at all start an embedded PostgreSQL (data in
-``./.sa_river/``); ``worker`` and ``demo`` migrate it.
+``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable, which is
+the better place for a URL with a password: ``ps`` shows every process's argv to every user.
+A URL is checked before anything connects (PostgreSQL, a known and installed synchronous
+driver, a numeric port, at most one ``@``). ``worker``, ``demo`` and ``bench`` with no URL at
+all start an embedded PostgreSQL (data in ``./.sa_river/``); ``worker`` and ``demo`` migrate it.
 ``migrate down`` has no default target on purpose: removing the queue's tables (and its jobs)
 must be asked for by name (``--target base``).
 
@@ -35,19 +37,21 @@ import argparse
 import contextlib
 import importlib
 import logging
+import math
 import os
 import re
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import alembic.util
 import sqlalchemy.exc
 from sqlalchemy.engine import make_url
 
-from sa_river import migrate
-from sa_river.errors import SaRiverError
+from sa_river import config, migrate
+from sa_river.errors import ConfigError, SaRiverError
 from sa_river.supervisor import watch_supervisor
 
 if TYPE_CHECKING:
@@ -72,7 +76,7 @@ __all__ = [
 ]
 
 PROG = "sa-river"
-METRICS_ADDR_DEFAULT = "0.0.0.0"
+METRICS_HOST_DEFAULT = "0.0.0.0"
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -135,7 +139,8 @@ def _add_database_url(parser: CliParser) -> None:
         "--database-url",
         metavar="URL",
         default=None,
-        help=f"SQLAlchemy URL of the database (default: ${migrate.DATABASE_URL_ENV})",
+        help=f"SQLAlchemy URL of the database (default: ${migrate.DATABASE_URL_ENV}, the "
+        "better place for a password: ps shows every command's arguments to every user)",
     )
 
 
@@ -202,8 +207,14 @@ def add_migrate_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     sql.set_defaults(handler=cmd_migrate_sql)
 
 
-def _database_url(args: argparse.Namespace) -> str:
+def _given_database_url(args: argparse.Namespace) -> str | None:
+    """``--database-url`` or ``$SA_RIVER_DATABASE_URL``, checked; ``None`` when neither is set."""
     url: str | None = args.database_url or migrate.database_url_from_env()
+    return None if url is None else _check_database_url(url)
+
+
+def _database_url(args: argparse.Namespace) -> str:
+    url = _given_database_url(args)
     if not url:
         raise CommandFailed(
             f"no database URL: pass --database-url or set {migrate.DATABASE_URL_ENV}"
@@ -264,14 +275,110 @@ def _queue_limit(text: str) -> tuple[str, int]:
         raise argparse.ArgumentTypeError(f"limit of {name!r} must be an integer") from None
 
 
+SECONDS_MAX = 1_000_000_000
+"""The largest duration any option takes, about 31 years: larger ones overflow the datetimes,
+timedeltas and thread timeouts they become, and no setting needs them (retention 0 is forever)."""
+
+
 def _seconds(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text!r}")
     if value < 0:
         raise argparse.ArgumentTypeError(f"must not be negative, got {text!r}")
+    if value > SECONDS_MAX:
+        raise argparse.ArgumentTypeError(
+            f"must be at most {SECONDS_MAX} (about 31 years), got {text!r}"
+        )
     return value
+
+
+# Worker settings in seconds that go straight to WorkerConfig: (flag, field, default, help).
+_WORKER_SECONDS: tuple[tuple[str, str, float, str], ...] = (
+    (
+        "--poll-interval",
+        "fetch_poll_interval",
+        config.FETCH_POLL_INTERVAL_DEFAULT,
+        "fetch at least every S seconds when no notification arrives",
+    ),
+    (
+        "--shutdown-timeout",
+        "shutdown_timeout",
+        config.SHUTDOWN_TIMEOUT_DEFAULT,
+        "how long running jobs get to finish after the first SIGTERM/SIGINT",
+    ),
+    (
+        "--heartbeat-interval",
+        "heartbeat_interval",
+        config.HEARTBEAT_INTERVAL_DEFAULT,
+        "how often the worker records that it is alive",
+    ),
+    (
+        "--rescue-after",
+        "rescue_heartbeat_ttl",
+        config.RESCUE_HEARTBEAT_TTL_DEFAULT,
+        "a running job whose worker has not heartbeated for S seconds is rescued (made "
+        "retryable); at least 3 x --heartbeat-interval",
+    ),
+    (
+        "--rescuer-interval",
+        "rescuer_interval",
+        config.RESCUER_INTERVAL_DEFAULT,
+        "how often the leader looks for jobs to rescue",
+    ),
+    (
+        "--rescue-stuck-after",
+        "rescue_stuck_after",
+        config.RESCUE_STUCK_AFTER_DEFAULT,
+        "rescue a running job whose worker never heartbeated here (a River Go worker) after S "
+        "seconds",
+    ),
+    (
+        "--completed-retention",
+        "completed_retention",
+        config.COMPLETED_RETENTION_DEFAULT,
+        "delete completed jobs S seconds after they finished; 0 keeps them",
+    ),
+    (
+        "--cancelled-retention",
+        "cancelled_retention",
+        config.CANCELLED_RETENTION_DEFAULT,
+        "delete cancelled jobs S seconds after they finished; 0 keeps them",
+    ),
+    (
+        "--discarded-retention",
+        "discarded_retention",
+        config.DISCARDED_RETENTION_DEFAULT,
+        "delete discarded jobs S seconds after they finished; 0 keeps them",
+    ),
+)
+
+# The worker option behind each WorkerConfig field, so that a ConfigError names the flag.
+_WORKER_FLAGS: dict[str, str] = {
+    "queues": "--queue",
+    "client_id": "--id",
+    "poll_only": "--poll-only",
+    "job_timeout": "--job-timeout",
+    **{field: flag for flag, field, _default, _help in _WORKER_SECONDS},
+}
+
+
+class _StoreNamingOption(argparse.Action):
+    """Store the value and, in ``<dest>_option``, which of the option's names was typed, so
+    that an error about an option with an alias names what the user wrote."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        setattr(namespace, self.dest, values)
+        setattr(namespace, f"{self.dest}_option", option_string)
 
 
 def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
@@ -301,11 +408,22 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     parser.add_argument(
         "--poll-only", action="store_true", help="never LISTEN (PgBouncer transaction mode)"
     )
-    parser.add_argument("--poll-interval", type=_seconds, default=None, metavar="S")
-    parser.add_argument("--shutdown-timeout", type=_seconds, default=None, metavar="S")
     parser.add_argument(
-        "--job-timeout", type=_seconds, default=None, metavar="S", help="0 for no timeout"
+        "--job-timeout",
+        type=_seconds,
+        default=None,
+        metavar="S",
+        help="default per-attempt timeout; 0 for none (default "
+        f"{(config.JOB_TIMEOUT_DEFAULT or timedelta(0)).total_seconds():g})",
     )
+    for flag, _field, default, help_text in _WORKER_SECONDS:
+        parser.add_argument(
+            flag,
+            type=_seconds,
+            default=None,
+            metavar="S",
+            help=f"{help_text} (default {default:g})",
+        )
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
     parser.add_argument(
         "--log-format",
@@ -328,16 +446,21 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         type=_port,
         default=None,
         metavar="PORT",
-        help="serve Prometheus metrics on http://ADDR:PORT/metrics while the worker runs "
+        help="serve Prometheus metrics on http://HOST:PORT/metrics while the worker runs "
         "(needs: pip install 'sa_river[prometheus]'); 0 picks a free port, printed at start. "
         "With --processes N, process i (0 to N-1) serves its own metrics on PORT+i: scrape "
         "all N ports",
     )
     parser.add_argument(
+        "--metrics-host",
         "--metrics-addr",
+        dest="metrics_host",
+        action=_StoreNamingOption,
         default=None,
-        metavar="ADDR",
-        help=f"address the metrics server listens on (default {METRICS_ADDR_DEFAULT})",
+        metavar="HOST",
+        help=f"address the metrics server listens on (default {METRICS_HOST_DEFAULT}: every "
+        "interface, for a Prometheus on another machine; 127.0.0.1 for one on this machine "
+        "only); --metrics-addr is the old name",
     )
     parser.set_defaults(handler=cmd_worker)
 
@@ -389,7 +512,7 @@ def _load_workers(spec: str) -> Any:
 def _database_url_or_embedded(args: argparse.Namespace, out: TextIO) -> str:
     from sa_river.embedded import EMBEDDED_DATA_DIR_DEFAULT, embedded_database_url
 
-    url: str | None = args.database_url or migrate.database_url_from_env()
+    url = _given_database_url(args)
     if url:
         heads = migrate.command_current(url)
         if set(heads) != set(migrate.head_revisions()):
@@ -409,28 +532,19 @@ def _database_url_or_embedded(args: argparse.Namespace, out: TextIO) -> str:
 
 
 def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
-    from datetime import timedelta
-
     from sa_river.logfmt import configure_logging
     from sa_river.worker import Worker
 
     _check_metrics_options(args)
+    # Before the database is looked at, and in the supervisor before any child starts: a bad
+    # combination of settings is one error, not N children failing at start-up.
+    worker_config = _worker_config(args)
     registry = _load_workers(args.app)
     configure_logging(args.log_level, args.log_format)
     url = _database_url_or_embedded(args, out)
     if args.processes > 1:
         return _run_supervisor(args, url, out)
-    settings: dict[str, Any] = {"poll_only": args.poll_only}
-    if args.client_id:
-        settings["client_id"] = args.client_id
-    if args.poll_interval is not None:
-        settings["fetch_poll_interval"] = args.poll_interval
-    if args.shutdown_timeout is not None:
-        settings["shutdown_timeout"] = args.shutdown_timeout
-    if args.job_timeout is not None:
-        settings["job_timeout"] = timedelta(seconds=args.job_timeout) if args.job_timeout else None
-    queues = dict(args.queues) if args.queues else None
-    worker = Worker(url, registry, queues, **settings)
+    worker = Worker(url, registry, config=worker_config)
     # Bound before the worker starts, so a port in use fails before any job is fetched.
     metrics = _start_metrics(args, worker) if args.metrics_port is not None else None
     try:
@@ -446,14 +560,43 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _worker_config(args: argparse.Namespace) -> config.WorkerConfig:
+    """The ``WorkerConfig`` of ``worker``'s options; a bad one is a :class:`CommandFailed`
+    naming the options, not the fields, since options are what the user typed."""
+    settings: dict[str, Any] = {"poll_only": args.poll_only}
+    if args.queues:
+        settings["queues"] = dict(args.queues)
+    if args.client_id:
+        settings["client_id"] = args.client_id
+    if args.job_timeout is not None:
+        settings["job_timeout"] = timedelta(seconds=args.job_timeout) if args.job_timeout else None
+    for flag, field, _default, _help in _WORKER_SECONDS:
+        value = getattr(args, _dest(flag))
+        if value is not None:
+            settings[field] = value
+    try:
+        return config.WorkerConfig(**settings)
+    except ConfigError as exc:
+        message = str(exc)
+        # Longest first: "rescue_heartbeat_ttl" must not be rewritten through "heartbeat_...".
+        for field in sorted(_WORKER_FLAGS, key=len, reverse=True):
+            message = re.sub(rf"\b{field}\b", _WORKER_FLAGS[field], message)
+        raise CommandFailed(message) from None
+
+
+def _dest(flag: str) -> str:
+    """The attribute argparse stores ``flag`` in."""
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def _check_metrics_options(args: argparse.Namespace) -> None:
     """Fail early and in one line if ``--metrics-port`` cannot work."""
     if args.metrics_port is None:
-        if args.metrics_addr is not None:
-            raise CommandFailed("--metrics-addr needs --metrics-port")
+        if args.metrics_host is not None:
+            raise CommandFailed(f"{args.metrics_host_option} needs --metrics-port")
         return
-    if args.metrics_addr is None:
-        args.metrics_addr = METRICS_ADDR_DEFAULT
+    if args.metrics_host is None:
+        args.metrics_host = METRICS_HOST_DEFAULT
     try:
         import sa_river.contrib.prometheus  # noqa: F401
     except ImportError as exc:
@@ -470,17 +613,21 @@ def _start_metrics(args: argparse.Namespace, worker: Worker) -> MetricsServer:
     from sa_river.contrib.prometheus import start_metrics_server
 
     try:
-        return start_metrics_server(args.metrics_port, args.metrics_addr, worker=worker)
+        return start_metrics_server(args.metrics_port, args.metrics_host, worker=worker)
     except OSError as exc:
         raise CommandFailed(
-            f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {exc}"
+            f"cannot serve metrics on {args.metrics_host}:{args.metrics_port}: {exc}"
         ) from None
 
 
-def _child_argv(args: argparse.Namespace, url: str, index: int) -> list[str]:
+def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
     """The ``worker`` arguments of supervised child ``index``: this command's, minus
-    ``--processes``, with the resolved URL and, for ``--id X``, the id ``X-<index + 1>``."""
-    argv = ["worker", "--app", args.app, "--database-url", url, "--log-level", args.log_level]
+    ``--processes`` and the database URL, and, for ``--id X``, the id ``X-<index + 1>``.
+
+    The URL goes to the child in its environment (:func:`_run_supervisor`): any user can read
+    any process's argv with ``ps``, and the URL may hold a password.
+    """
+    argv = ["worker", "--app", args.app, "--log-level", args.log_level]
     argv += ["--log-format", args.log_format]
     for name, limit in args.queues or ():
         argv += ["--queue", f"{name}={limit}"]
@@ -488,29 +635,34 @@ def _child_argv(args: argparse.Namespace, url: str, index: int) -> list[str]:
         argv += ["--id", f"{args.client_id}-{index + 1}"]
     if args.poll_only:
         argv.append("--poll-only")
-    for option, value in (
-        ("--poll-interval", args.poll_interval),
-        ("--shutdown-timeout", args.shutdown_timeout),
-        ("--job-timeout", args.job_timeout),
-    ):
+    if args.job_timeout is not None:
+        argv += ["--job-timeout", repr(args.job_timeout)]
+    for flag, _field, _default, _help in _WORKER_SECONDS:
+        value = getattr(args, _dest(flag))
         if value is not None:
-            argv += [option, repr(value)]
+            argv += [flag, repr(value)]
     if args.metrics_port is not None:
         # Each process serves its own metrics: child i on PORT+i (0: each picks a free port).
         port = args.metrics_port + index if args.metrics_port else 0
-        argv += ["--metrics-port", str(port), "--metrics-addr", args.metrics_addr]
+        argv += ["--metrics-port", str(port), "--metrics-host", args.metrics_host]
     return argv
 
 
 def _run_supervisor(args: argparse.Namespace, url: str, out: TextIO) -> int:
     from functools import partial
 
-    from sa_river.config import SHUTDOWN_TIMEOUT_DEFAULT
     from sa_river.supervisor import Supervisor
 
-    shutdown = SHUTDOWN_TIMEOUT_DEFAULT if args.shutdown_timeout is None else args.shutdown_timeout
+    shutdown = (
+        config.SHUTDOWN_TIMEOUT_DEFAULT if args.shutdown_timeout is None else args.shutdown_timeout
+    )
     supervisor = Supervisor(
-        partial(_child_argv, args, url), args.processes, stop_timeout=shutdown + 15.0
+        partial(_child_argv, args),
+        args.processes,
+        stop_timeout=shutdown + 15.0,
+        # What the child reads when it has no --database-url: the resolved URL, which may be
+        # the embedded server's, or --database-url's when the environment holds another.
+        env={migrate.DATABASE_URL_ENV: url},
     )
     print(
         f"supervisor {os.getpid()} running {args.processes} worker processes; Ctrl-C to stop",
@@ -811,7 +963,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
             f"unknown workload(s) {', '.join(unknown) or '(none)'}; choose from "
             + ", ".join(WORKLOADS)
         )
-    server_url, note = default_server_url(args.database_url)
+    server_url, note = default_server_url(_given_database_url(args))
     if note:
         print(note, file=sys.stderr)
     options = BenchOptions(
@@ -827,17 +979,94 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     return bench_main(options, out, sys.stderr, args.json)
 
 
-# --- error reporting ------------------------------------------------------------------------
+# --- database URLs and error reporting --------------------------------------------------------
 
-_PASSWORD_IN_URL = re.compile(r":[^:/@\s]*@")
+_PASSWORD_IN_QUERY = re.compile(r"(?i)([?&]password=)[^&]*")
 
 
 def redact_url(url: str) -> str:
     """``url`` with its password replaced by ``***``, even when the URL does not parse."""
+    # SQLAlchemy ends the password at its first '@': with an unescaped '@' in the password, the
+    # rest of it would be rendered as the host, so such a URL is only redacted as text.
+    if url.count("@") <= 1:
+        try:
+            parsed = make_url(url)
+        except (sqlalchemy.exc.ArgumentError, ValueError):
+            pass
+        else:
+            if "@" not in (parsed.host or ""):
+                return _PASSWORD_IN_QUERY.sub(r"\1***", parsed.render_as_string(hide_password=True))
+    return _PASSWORD_IN_QUERY.sub(r"\1***", _redact_userinfo(url))
+
+
+def _redact_userinfo(url: str) -> str:
+    # A host never contains '@', so everything before the last one is user and password; past
+    # the first ':' of it is the password (a user name cannot contain ':').
+    head, at, rest = url.rpartition("@")
+    if not at:
+        return url
+    scheme, separator, userinfo = head.partition("://") if "://" in head else ("", "", head)
+    user, colon, _ = userinfo.partition(":")
+    if not colon:
+        return url
+    return f"{scheme}{separator}{user}:***@{rest}"
+
+
+_URL_EXAMPLE = "postgresql+psycopg://user:password@host:5432/dbname"
+
+
+def _check_database_url(url: str) -> str:
+    """``url`` if the command line can use it (``postgres://`` spelled ``postgresql://``), else
+    :class:`CommandFailed` with a one-line reason that shows the URL with its password hidden.
+
+    Runs before any engine exists: handed to SQLAlchemy, a ``sqlite:`` URL creates a file
+    before the command fails, and a malformed one fails with a traceback that can show part of
+    the password.
+    """
+    shown = redact_url(url)
+    _, separator, rest = url.partition("://")
+    if not separator:
+        raise CommandFailed(f"malformed database URL '{shown}': expected {_URL_EXAMPLE}")
+    if rest.count("@") > 1:
+        raise CommandFailed(
+            f"malformed database URL '{shown}': it has more than one '@'; write an '@' in the "
+            "user name or password as %40"
+        )
     try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (sqlalchemy.exc.ArgumentError, ValueError):
-        return _PASSWORD_IN_URL.sub(":***@", url)
+        parsed = make_url(url)
+    except sqlalchemy.exc.ArgumentError:
+        raise CommandFailed(f"malformed database URL '{shown}': expected {_URL_EXAMPLE}") from None
+    except ValueError:  # the only one make_url raises: int() of the port
+        raise CommandFailed(f"malformed database URL '{shown}': the port is not a number") from None
+    backend = parsed.get_backend_name()
+    if backend == "postgres":  # as Heroku and libpq spell it; SQLAlchemy knows only postgresql
+        driver = parsed.drivername.partition("+")[2]
+        parsed = parsed.set(drivername=f"postgresql+{driver}" if driver else "postgresql")
+        url = parsed.render_as_string(hide_password=False)
+    elif backend != "postgresql":
+        raise CommandFailed(
+            f"database URL '{shown}' is not a PostgreSQL one: sa_river needs {_URL_EXAMPLE}"
+        )
+    try:
+        dialect = parsed.get_dialect()
+    except sqlalchemy.exc.NoSuchModuleError:
+        raise CommandFailed(
+            f"unknown driver '{parsed.get_driver_name()}' in database URL '{shown}': "
+            f"use {_URL_EXAMPLE}"
+        ) from None
+    if dialect.is_async:
+        raise CommandFailed(
+            f"database URL '{shown}' names the asyncio driver '{parsed.get_driver_name()}': the "
+            f"command line needs a synchronous one, as in {_URL_EXAMPLE}"
+        )
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:
+        raise CommandFailed(
+            f"driver '{parsed.get_driver_name()}' of database URL '{shown}' is not installed "
+            f"({exc}): install it or use {_URL_EXAMPLE}"
+        ) from None
+    return url
 
 
 def _one_line(text: str) -> str:

@@ -16,6 +16,8 @@ same database, leads).
   running jobs get the shutdown timeout) and the supervisor waits for them; a second one is
   forwarded too (each child then stops hard). Children still alive ``stop_timeout`` seconds
   after the first signal are killed. The supervisor then exits 0.
+- The database URL reaches the children in their environment (``SA_RIVER_DATABASE_URL``),
+  never in their argv, where ``ps`` would show its password to every user of the machine.
 - Children run in their own process group, so a Ctrl-C in a terminal reaches them only through
   the supervisor, once; and each checks that its supervisor is alive, stopping gracefully if it
   was killed (environment variable :data:`SUPERVISOR_PID_ENV`).
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import FrameType
 
@@ -61,7 +63,12 @@ class _Slot:
 
 
 class Supervisor:
-    """Runs ``processes`` copies of ``child_argv`` (argv of one child, after the interpreter)."""
+    """Runs ``processes`` copies of ``child_argv`` (argv of one child, after the interpreter).
+
+    ``env`` is added to each child's environment (this process's own): the place for a
+    secret such as a database URL, which in argv any user on the machine could read with
+    ``ps`` (a process's environment is readable by its own user only).
+    """
 
     def __init__(
         self,
@@ -69,10 +76,12 @@ class Supervisor:
         processes: int,
         *,
         stop_timeout: float,
+        env: Mapping[str, str] | None = None,
     ) -> None:
         if processes < 1:
             raise ValueError("processes must be at least 1")
         self._child_argv = child_argv
+        self._env = dict(env or {})
         self._slots = [_Slot(i) for i in range(processes)]
         self._stop_timeout = stop_timeout
         self._signals: list[int] = []
@@ -85,7 +94,7 @@ class Supervisor:
         return [s.proc.pid for s in self._slots if s.proc is not None and s.proc.poll() is None]
 
     def _start(self, slot: _Slot) -> None:
-        env = dict(os.environ)
+        env = dict(os.environ, **self._env)
         env[SUPERVISOR_PID_ENV] = str(os.getpid())
         argv = [sys.executable, "-m", "sa_river", *self._child_argv(slot.index)]
         slot.proc = subprocess.Popen(argv, env=env, start_new_session=True)

@@ -6,8 +6,9 @@ Importing this module without ``prometheus_client`` raises an ``ImportError`` th
 Serving metrics
 ---------------
 
-From the command line, ``--metrics-port`` serves ``http://ADDR:PORT/metrics`` for as long as
-the worker runs (``--metrics-addr`` defaults to ``0.0.0.0``)::
+From the command line, ``--metrics-port`` serves ``http://HOST:PORT/metrics`` for as long as
+the worker runs (``--metrics-host``, formerly ``--metrics-addr``, defaults to ``0.0.0.0``: every
+interface, where a Prometheus on another machine can reach it; ``127.0.0.1`` keeps it local)::
 
     python -m sa_river worker --app myapp.jobs:workers --metrics-port 9100
 

@@ -141,3 +141,96 @@ def test_two_children_work_jobs_restart_after_kill_and_stop_on_sigterm(
         assert running.scalar_one() == 0
     # Cleanly stopped runners remove their heartbeat rows; only the killed one's is left.
     assert set(_clients(engine)) == {victim_id}
+
+
+# --- the database password stays out of argv ----------------------------------------------------
+
+
+def _cmdline(pid: int) -> str:
+    """What ``ps`` shows any user of the machine as the command of ``pid``."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def _run_until_two_children(
+    argv: list[str], env: dict[str, str], engine: Engine, tmp_path: Path
+) -> tuple[subprocess.Popen[str], dict[str, int]]:
+    """Start the supervisor; once both children heartbeat, it and their pids (by client id)."""
+    log_path = tmp_path / "supervisor.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sa_river", "worker", "--processes", "2", *argv],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    try:
+        children = wait_until(
+            lambda: (clients := _live_clients(engine)) and len(clients) == 2 and clients,
+            message=lambda: f"two live worker processes; log:\n{log_path.read_text()[-3000:]}",
+        )
+    except BaseException:
+        proc.kill()
+        proc.wait(10)
+        raise
+    return proc, children
+
+
+def _stop(proc: subprocess.Popen[str], children: dict[str, int]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    for pid in children.values():
+        if process_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _url_with_password(db_url: URL) -> tuple[str, str]:
+    """``db_url`` with a password, and the password. The local test server trusts its clients
+    and ignores it; a configured server's own password is kept (and then must not show)."""
+    password = db_url.password or "SECRETPW"
+    return db_url.set(password=password).render_as_string(hide_password=False), str(password)
+
+
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/cmdline").exists(), reason="reads argv from /proc"
+)
+
+
+@needs_proc
+def test_supervised_children_do_not_show_the_database_password_from_the_option(
+    db_url: URL, engine: Engine, tmp_path: Path
+) -> None:
+    url, password = _url_with_password(db_url)
+    env = {k: v for k, v in os.environ.items() if k != "SA_RIVER_DATABASE_URL"}
+    argv = ["--app", "sa_river.examples.demo:workers", "--database-url", url]
+    proc, children = _run_until_two_children(argv, env, engine, tmp_path)
+    try:
+        for pid in children.values():
+            assert password not in _cmdline(pid), _cmdline(pid)
+        # The supervisor's own argv holds the URL the user typed: docs/cli.md says to prefer
+        # SA_RIVER_DATABASE_URL for a URL with a password.
+    finally:
+        _stop(proc, children)
+    assert proc.returncode == 0
+
+
+@needs_proc
+def test_supervisor_and_children_do_not_show_the_database_password_from_the_environment(
+    db_url: URL, engine: Engine, tmp_path: Path
+) -> None:
+    url, password = _url_with_password(db_url)
+    env = dict(os.environ, SA_RIVER_DATABASE_URL=url)
+    proc, children = _run_until_two_children(
+        ["--app", "sa_river.examples.demo:workers"], env, engine, tmp_path
+    )
+    try:
+        for pid in [proc.pid, *children.values()]:
+            assert password not in _cmdline(pid), _cmdline(pid)
+    finally:
+        _stop(proc, children)
+    assert proc.returncode == 0

@@ -1,8 +1,11 @@
-"""Argument parsing of ``sa-river migrate``: no database involved."""
+"""Argument parsing and the checks ``sa-river`` makes before it touches a database: no
+database involved."""
 
 from __future__ import annotations
 
+import dataclasses
 import io
+from pathlib import Path
 
 import pytest
 
@@ -128,3 +131,351 @@ def test_version_flag_prints_the_package_version() -> None:
     out = io.StringIO()
     assert main(["--version"], stdout=out, stderr=io.StringIO()) == 0
     assert out.getvalue().strip() == f"sa_river {version('sa_river')}"
+
+
+# --- values the command line refuses before doing anything ---------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        ("1e20", "must be at most 1000000000 (about 31 years), got '1e20'"),
+        ("nan", "expected a finite number of seconds, got 'nan'"),
+        ("inf", "expected a finite number of seconds, got 'inf'"),
+        ("-inf", "expected a finite number of seconds, got '-inf'"),
+        ("-5", "must not be negative, got '-5'"),
+        ("soon", "expected seconds, got 'soon'"),
+    ],
+)
+def test_scheduled_in_out_of_range_is_a_usage_error_not_a_traceback(
+    value: str, reason: str
+) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    argv = ["enqueue", "--kind", "k", f"--scheduled-in={value}"]
+    assert cli.main(argv, stdout=out, stderr=err) == cli.EXIT_USAGE
+    assert out.getvalue() == ""
+    assert err.getvalue().startswith("usage: sa-river enqueue")
+    assert err.getvalue().splitlines()[-1] == (
+        f"sa-river enqueue: error: argument --scheduled-in: {reason}"
+    )
+
+
+_URL_FORM = "postgresql+psycopg://user:password@host:5432/dbname"
+
+# Each password is SECRET plus, after an '@' or ':' that was not percent-encoded, PART2: neither
+# half may appear in the error.
+BAD_URLS = [
+    pytest.param(
+        "postgresql://bob:SECRET@db:abc/app",
+        "malformed database URL 'postgresql://bob:***@db:abc/app': the port is not a number",
+        id="port-not-a-number",
+    ),
+    pytest.param(
+        "postgresql+nosuchdriver://bob:SECRET@db/app",
+        "unknown driver 'nosuchdriver' in database URL "
+        f"'postgresql+nosuchdriver://bob:***@db/app': use {_URL_FORM}",
+        id="unknown-driver",
+    ),
+    pytest.param(
+        "postgresql+psycopg://bob:SECRET@PART2@db/app",
+        "malformed database URL 'postgresql+psycopg://bob:***@db/app': it has more than one "
+        "'@'; write an '@' in the user name or password as %40",
+        id="unescaped-at-in-password",
+    ),
+    pytest.param(
+        "postgresql+psycopg://bob:SECRET@PART2:x@db:5432/app",
+        "malformed database URL 'postgresql+psycopg://bob:***@db:5432/app': it has more than "
+        "one '@'; write an '@' in the user name or password as %40",
+        id="unescaped-at-and-colon-in-password",
+    ),
+    pytest.param(
+        "sqlite:///x.db",
+        f"database URL 'sqlite:///x.db' is not a PostgreSQL one: sa_river needs {_URL_FORM}",
+        id="sqlite",
+    ),
+    pytest.param(
+        "mysql://bob:SECRET@db/app",
+        "database URL 'mysql://bob:***@db/app' is not a PostgreSQL one: "
+        f"sa_river needs {_URL_FORM}",
+        id="mysql",
+    ),
+    pytest.param(
+        "postgresql+psycopg_async://bob:SECRET@db/app",
+        "database URL 'postgresql+psycopg_async://bob:***@db/app' names the asyncio driver "
+        f"'psycopg_async': the command line needs a synchronous one, as in {_URL_FORM}",
+        id="async-driver",
+    ),
+    pytest.param(
+        "bob:SECRET@db",
+        f"malformed database URL 'bob:***@db': expected {_URL_FORM}",
+        id="no-scheme",
+    ),
+]
+
+# Every command that takes a database URL.
+URL_COMMANDS = [
+    pytest.param(["migrate", "up"], id="migrate-up"),
+    pytest.param(["migrate", "down", "--target", "base"], id="migrate-down"),
+    pytest.param(["migrate", "current"], id="migrate-current"),
+    pytest.param(["status"], id="status"),
+    pytest.param(["enqueue", "--kind", "k"], id="enqueue"),
+    pytest.param(["worker", "--app", "sa_river.examples.demo:workers"], id="worker"),
+    pytest.param(["demo"], id="demo"),
+    pytest.param(["bench"], id="bench"),
+]
+
+
+@pytest.mark.parametrize("from_env", [False, True], ids=["option", "environment"])
+@pytest.mark.parametrize("command", URL_COMMANDS)
+@pytest.mark.parametrize(("url", "message"), BAD_URLS)
+def test_bad_database_url_is_one_line_hiding_the_password_and_creating_nothing(
+    command: list[str],
+    url: str,
+    message: str,
+    from_env: bool,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    if from_env:
+        monkeypatch.setenv("SA_RIVER_DATABASE_URL", url)
+        argv = command
+    else:
+        monkeypatch.delenv("SA_RIVER_DATABASE_URL", raising=False)
+        argv = [*command, "--database-url", url]
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(argv, stdout=out, stderr=err) == cli.EXIT_ERROR
+    assert err.getvalue() == f"sa-river: error: {message}\n"
+    assert "SECRET" not in err.getvalue() + out.getvalue()
+    assert "PART2" not in err.getvalue() + out.getvalue()
+    assert list(tmp_path.iterdir()) == []  # no sqlite file, no embedded server's data
+
+
+def test_postgres_scheme_is_accepted_as_postgresql() -> None:
+    # Heroku and libpq spell it postgres://; SQLAlchemy alone would not load a dialect for it.
+    assert cli._check_database_url("postgres://bob:pw@db/app") == "postgresql://bob:pw@db/app"
+    assert (
+        cli._check_database_url("postgresql+psycopg://bob:pw@db:5433/app?sslmode=require")
+        == "postgresql+psycopg://bob:pw@db:5433/app?sslmode=require"
+    )
+
+
+@pytest.mark.parametrize(
+    ("url", "redacted"),
+    [
+        ("postgresql://bob:SECRET@PART2@db/app", "postgresql://bob:***@db/app"),
+        ("postgresql://bob:SECRET@PART2:x@db:abc/app", "postgresql://bob:***@db:abc/app"),
+        ("postgresql://bob:SECRET@db:abc/app", "postgresql://bob:***@db:abc/app"),
+        ("postgresql://bob@db/app?password=SECRET&sslmode=require", None),
+        ("postgresql://bob@db:abc/app?sslmode=require&password=SECRET", None),
+    ],
+)
+def test_redact_url_hides_passwords_sqlalchemy_would_misparse(
+    url: str, redacted: str | None
+) -> None:
+    shown = cli.redact_url(url)
+    assert "SECRET" not in shown
+    assert "PART2" not in shown
+    if redacted is not None:
+        assert shown == redacted
+
+
+# --- worker settings ------------------------------------------------------------------------------
+
+WORKER = ["worker", "--app", "sa_river.examples.demo:workers"]
+
+
+def test_worker_flags_reach_the_worker_config() -> None:
+    from datetime import timedelta
+
+    args = cli.build_parser().parse_args(
+        [
+            *WORKER,
+            "--queue",
+            "mail=3",
+            "--id",
+            "w1",
+            "--poll-only",
+            "--poll-interval",
+            "2",
+            "--shutdown-timeout",
+            "7",
+            "--job-timeout",
+            "9",
+            "--heartbeat-interval",
+            "10",
+            "--rescue-after",
+            "45",
+            "--rescuer-interval",
+            "15",
+            "--rescue-stuck-after",
+            "600",
+            "--completed-retention",
+            "3600",
+            "--cancelled-retention",
+            "0",
+            "--discarded-retention",
+            "2592000",
+        ]
+    )
+    config = cli._worker_config(args)
+    assert dict(config.queues) == {"mail": 3}
+    assert config.client_id == "w1"
+    assert config.poll_only is True
+    assert config.fetch_poll_interval == 2
+    assert config.shutdown_timeout == 7
+    assert config.job_timeout == timedelta(seconds=9)
+    assert config.heartbeat_interval == 10
+    assert config.rescue_heartbeat_ttl == 45
+    assert config.rescuer_interval == 15
+    assert config.rescue_stuck_after == 600
+    assert config.completed_retention == 3600
+    assert config.cancelled_retention == 0  # kept forever
+    assert config.discarded_retention == 2592000
+
+
+def test_worker_without_flags_gets_the_worker_config_defaults() -> None:
+    from sa_river.config import WorkerConfig
+
+    config = cli._worker_config(cli.build_parser().parse_args(WORKER))
+    defaults = WorkerConfig()
+    for field in (
+        "queues",
+        "poll_only",
+        "fetch_poll_interval",
+        "shutdown_timeout",
+        "job_timeout",
+        "heartbeat_interval",
+        "rescue_heartbeat_ttl",
+        "rescuer_interval",
+        "rescue_stuck_after",
+        "completed_retention",
+        "cancelled_retention",
+        "discarded_retention",
+    ):
+        assert getattr(config, field) == getattr(defaults, field), field
+
+
+@pytest.mark.parametrize(
+    ("flags", "start"),
+    [
+        (
+            ["--heartbeat-interval", "20"],
+            "sa-river: error: --rescue-after: must be at least 3 x --heartbeat-interval (60s), "
+            "got 30s",
+        ),
+        (
+            ["--heartbeat-interval", "5", "--rescue-after", "10"],
+            "sa-river: error: --rescue-after: must be at least 3 x --heartbeat-interval (15s), "
+            "got 10s",
+        ),
+        (["--rescuer-interval", "0"], "sa-river: error: --rescuer-interval: must be positive"),
+        (["--heartbeat-interval", "0"], "sa-river: error: --heartbeat-interval: must be positive"),
+        (["--poll-interval", "0"], "sa-river: error: --poll-interval: must be positive"),
+        (["--queue", "mail=0"], "sa-river: error: --queue: limit of queue 'mail'"),
+    ],
+)
+def test_bad_worker_setting_is_one_line_naming_the_flag(
+    flags: list[str], start: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SA_RIVER_DATABASE_URL", raising=False)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main([*WORKER, *flags], stdout=out, stderr=err) == cli.EXIT_ERROR
+    assert err.getvalue().startswith(start)
+    assert err.getvalue().count("\n") == 1
+    assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--heartbeat-interval",
+        "--rescue-after",
+        "--rescuer-interval",
+        "--rescue-stuck-after",
+        "--completed-retention",
+        "--cancelled-retention",
+        "--discarded-retention",
+    ],
+)
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [("-1", "must not be negative, got '-1'"), ("nan", "expected a finite number")],
+)
+def test_malformed_worker_seconds_are_usage_errors_naming_the_flag(
+    flag: str, value: str, reason: str
+) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main([*WORKER, f"{flag}={value}"], stdout=out, stderr=err) == cli.EXIT_USAGE
+    assert (
+        err.getvalue()
+        .splitlines()[-1]
+        .startswith(f"sa-river worker: error: argument {flag}: {reason}")
+    )
+
+
+def test_supervised_children_get_the_worker_flags_but_not_the_url() -> None:
+    argv = [
+        *WORKER,
+        "--database-url",
+        "postgresql+psycopg://bob:SECRET@db/app",
+        "--processes",
+        "2",
+        "--id",
+        "w",
+        "--heartbeat-interval",
+        "10",
+        "--rescue-after",
+        "45",
+        "--rescuer-interval",
+        "15",
+        "--rescue-stuck-after",
+        "600",
+        "--completed-retention",
+        "3600",
+        "--cancelled-retention",
+        "0",
+        "--discarded-retention",
+        "60",
+        "--job-timeout",
+        "0",
+        "--metrics-port",
+        "9100",
+        "--metrics-addr",
+        "127.0.0.1",
+    ]
+    args = cli.build_parser().parse_args(argv)
+    cli._check_metrics_options(args)
+    child = cli._child_argv(args, 1)
+    assert "--database-url" not in child
+    assert not any("SECRET" in word for word in child)
+    assert child[child.index("--metrics-port") + 1] == "9101"
+    assert child[child.index("--metrics-host") + 1] == "127.0.0.1"
+    # The child's own options build the same config as the supervisor's.
+    parent_config = cli._worker_config(args)
+    child_config = cli._worker_config(cli.build_parser().parse_args(child))
+    assert child_config.client_id == "w-2"
+    assert child_config == dataclasses.replace(parent_config, client_id="w-2")
+
+
+@pytest.mark.parametrize("option", ["--metrics-host", "--metrics-addr"])
+def test_metrics_host_and_its_old_name_addr_set_the_same_value(option: str) -> None:
+    args = cli.build_parser().parse_args([*WORKER, "--metrics-port", "0", option, "::1"])
+    assert args.metrics_host == "::1"
+
+
+@pytest.mark.parametrize("option", ["--metrics-host", "--metrics-addr"])
+def test_metrics_host_without_a_port_names_the_option_given(
+    option: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SA_RIVER_DATABASE_URL", raising=False)
+    err = io.StringIO()
+    argv = [*WORKER, option, "127.0.0.1"]
+    assert cli.main(argv, stdout=io.StringIO(), stderr=err) == cli.EXIT_ERROR
+    assert err.getvalue() == f"sa-river: error: {option} needs --metrics-port\n"
+
+
+def test_metrics_host_defaults_to_every_interface() -> None:
+    args = cli.build_parser().parse_args([*WORKER, "--metrics-port", "0"])
+    cli._check_metrics_options(args)
+    assert args.metrics_host == "0.0.0.0"
