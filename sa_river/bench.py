@@ -514,8 +514,6 @@ class WorkerProcesses:
             "worker",
             "--app",
             "sa_river.bench:BENCH_WORKERS",
-            "--database-url",
-            _url_text(url),
             "--queue",
             f"default={concurrency}",
             "--log-level",
@@ -524,11 +522,17 @@ class WorkerProcesses:
         if processes > 1:
             argv += ["--processes", str(processes)]
         self.argv = argv
+        # By environment, never argv: anyone on the host can read a process's argv.
+        self.env = {**os.environ, migrate.DATABASE_URL_ENV: _url_text(url)}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            self.argv,
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
         )
         deadline = time.monotonic() + _READY_TIMEOUT
         while time.monotonic() < deadline:

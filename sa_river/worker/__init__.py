@@ -39,6 +39,7 @@ from sa_river.queries.client import missing_tables
 from sa_river.queries.job import job_release_running
 from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
 from sa_river.service import Service
+from sa_river.urls import redact_url
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.executor import Executor
 from sa_river.worker.heartbeat import Heartbeat
@@ -66,7 +67,8 @@ def database_url(database: str | URL | Engine) -> URL:
         except (ArgumentError, ValueError):  # ValueError: a port that is not a number
             raise ConfigError(
                 "database_url",
-                f"cannot parse {database!r}; expected postgresql+psycopg://user@host/dbname",
+                f"cannot parse '{redact_url(database)}'; "
+                "expected postgresql+psycopg://user@host/dbname",
             ) from None
     else:
         raise ConfigError(

@@ -924,6 +924,19 @@ class TestConfigErrors:
         assert info.value.field == "database_url"
         assert "database_url" in str(info.value)
 
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "postgresql+psycopg://user:s3cret@host:notaport/db",
+            "postgresql+psycopg://user:s3cr@t@host:notaport/db",
+        ],
+    )
+    def test_bad_database_url_error_hides_the_password(self, url: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            Worker(url, Workers())
+        assert "s3cr" not in str(info.value)
+        assert "user:***@" in str(info.value)
+
     def test_a_non_url_names_database_url(self) -> None:
         with pytest.raises(ConfigError) as info:
             Worker(42, Workers())  # type: ignore[arg-type]
