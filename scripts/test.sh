@@ -45,9 +45,15 @@ trap 'rm -rf "$SITE_DIR"' EXIT
 step "mkdocs build --strict" env NO_MKDOCS_2_WARNING=1 \
     "$PY" -m mkdocs build --strict --quiet --site-dir "$SITE_DIR"
 
-echo "==> pytest $*"
+# The slow fault-injection tests (tests/faults, marker slow_fault) run in CI only.
+PYTEST_ARGS=()
+if [[ "${CI:-}" == "true" ]]; then
+    PYTEST_ARGS+=(--run-slow-faults)
+fi
+
+echo "==> pytest ${PYTEST_ARGS[*]:-} $*"
 set +e
-"$PY" -m pytest "$@"
+"$PY" -m pytest ${PYTEST_ARGS[@]+"${PYTEST_ARGS[@]}"} "$@"
 status=$?
 set -e
 if [[ $status -eq 5 ]]; then
