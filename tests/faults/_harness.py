@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -44,6 +45,7 @@ __all__ = [
     "InsertStream",
     "WorkerCommand",
     "analyse",
+    "command_line_id",
     "json_events",
     "read_executions",
     "traceback_count",
@@ -85,6 +87,15 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def command_line_id(pid: int) -> str | None:
+    """The ``--id`` a worker process was started with, if any."""
+    argv = _cmdline(pid).split(b"\0")
+    for option, value in itertools.pairwise(argv):
+        if option == b"--id":
+            return value.decode()
+    return None
 
 
 def children_of(pid: int) -> list[int]:
@@ -132,14 +143,6 @@ class WorkerCommand:
     def children(self) -> list[int]:
         return children_of(self.pid) if self.alive() else []
 
-    def child_with_id(self, client_id: str) -> int | None:
-        """The live child started with ``--id client_id``."""
-        wanted = f"\0--id\0{client_id}\0".encode()
-        for pid in self.children():
-            if wanted in _cmdline(pid) + b"\0":
-                return pid
-        return None
-
     def close(self) -> None:
         self._log_file.close()
 
@@ -167,12 +170,13 @@ class Fleet:
         queue_limit: int = 10,
         log_format: str = "text",
         name: str = "worker",
+        rescue_flags: Sequence[str] = RESCUE_FLAGS,
         extra: Sequence[str] = (),
     ) -> WorkerCommand:
         argv = [sys.executable, "-m", "sa_river", "worker", "--app", APP]
         argv += ["--database-url", url_string(self.url), "--queue", f"default={queue_limit}"]
         argv += ["--poll-interval", "0.2", "--shutdown-timeout", "5"]
-        argv += ["--log-format", log_format, *RESCUE_FLAGS]
+        argv += ["--log-format", log_format, *rescue_flags]
         if client_id is not None:
             argv += ["--id", client_id]
         if processes > 1:

@@ -1,6 +1,6 @@
 """The database goes away under running workers: restarts, a crash, a 35-second outage.
 
-Two worker processes work a steady stream of jobs (short ones, long ones of a few seconds,
+Three worker processes work a steady stream of jobs (short ones, long ones of a few seconds,
 and ``fault_effect`` jobs that complete in their own transaction) inserted by a thread that
 retries through connection errors. The cluster is restarted (``pg_ctl restart -m fast``
 twice, a crash with ``-m immediate`` once) or stopped for 35 seconds. Then:
@@ -25,6 +25,7 @@ from sqlalchemy.engine import URL
 
 from tests.faults._cluster import PostgresCluster
 from tests.faults._harness import (
+    RESCUE_FLAGS,
     Figures,
     Fleet,
     InsertStream,
@@ -59,9 +60,23 @@ def _job(n: int) -> tuple[str, dict[str, Any]]:
     return ("fault_short", {"ms": 5})
 
 
-def _start_workers(fleet: Fleet) -> None:
-    for name in ("worker-a", "worker-b"):
-        fleet.start(queue_limit=QUEUE_LIMIT, name=name)
+OUTAGE_RESCUE_FLAGS = (
+    "--heartbeat-interval",
+    "5",
+    "--rescue-after",
+    "15",
+    "--rescuer-interval",
+    "1",
+)
+"""For the outage: the default heartbeat interval (5 s) and a rescue window shorter than the
+outage, so that when the database comes back every heartbeat is stale and the first election
+races the workers' first heartbeats (with a 1 s heartbeat the heartbeats nearly always win,
+which would hide a rescuer that does not wait for them)."""
+
+
+def _start_workers(fleet: Fleet, rescue_flags: tuple[str, ...] = RESCUE_FLAGS) -> None:
+    for name in ("worker-a", "worker-b", "worker-c"):
+        fleet.start(queue_limit=QUEUE_LIMIT, name=name, rescue_flags=rescue_flags)
 
 
 def _wait_progress(engine: Engine, fleet: Fleet, more: int = 20) -> None:
@@ -174,7 +189,7 @@ def test_workers_resume_after_a_35_second_outage_and_rescue_none_of_their_live_j
     fault_cluster: PostgresCluster, fault_db: URL, fault_engine: Engine, fleet: Fleet
 ) -> None:
     engine = fault_engine
-    _start_workers(fleet)
+    _start_workers(fleet, OUTAGE_RESCUE_FLAGS)
     stream = InsertStream(fault_db, _job, INSERT_INTERVAL).start()
     try:
         _wait_progress(engine, fleet, 100)

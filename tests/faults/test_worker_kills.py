@@ -26,6 +26,7 @@ from tests.faults._harness import (
     Fleet,
     WorkerCommand,
     analyse,
+    command_line_id,
     completed_count,
     read_executions,
 )
@@ -118,15 +119,17 @@ def _wait_replaced(
 
 
 def _pick_child(engine: Engine, fleet: Fleet, command: WorkerCommand, leader: bool) -> int:
-    """A child that heartbeats under some id and is (or is not) the leader."""
+    """A child that is (or is not) the leader. A child's id is the ``--id`` of its command
+    line, or, for random ids, the one its heartbeat row names with its pid."""
 
     def pick() -> int | None:
-        children = set(command.children())
-        by_pid = {pid: cid for cid, pid in _client_pids(engine).items() if pid in children}
+        children = command.children()
+        heartbeats = {pid: cid for cid, pid in _client_pids(engine).items()}
+        ids = {pid: command_line_id(pid) or heartbeats.get(pid) for pid in children}
         current = _leader(engine)
-        if current is None or len(by_pid) < len(children):
+        if current is None or None in ids.values():
             return None
-        for pid, client_id in by_pid.items():
+        for pid, client_id in ids.items():
             if (client_id == current) == leader:
                 return pid
         return None
