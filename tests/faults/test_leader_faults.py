@@ -127,6 +127,7 @@ def _terms(command: WorkerCommand, end: float) -> list[tuple[float, float]]:
     return spans
 
 
+@pytest.mark.timeout(180)
 def test_a_killed_leader_is_replaced_and_a_thawed_leader_fences_itself(
     fleet: Fleet, fault_engine: Engine
 ) -> None:
