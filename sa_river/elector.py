@@ -47,6 +47,7 @@ from collections.abc import Callable
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sa_river.errors import one_line
 from sa_river.queries.leader import (
     LeaderTerm,
     leader_attempt_elect,
@@ -205,7 +206,7 @@ class Elector(Service):
             logger.warning(
                 "elector %s: could not resign (%s); the term expires on its own",
                 self.leader_id,
-                exc,
+                one_line(exc),
             )
 
     def _publish(self, leading: bool) -> None:
@@ -224,7 +225,7 @@ class Elector(Service):
                 "%.0fs; a leader keeps its trust window meanwhile",
                 self.leader_id,
                 what,
-                " ".join(str(exc).split())[:300],
+                one_line(exc),
                 pool.status(),
                 self.interval,
                 extra={"event": "elector_error", "client_id": self.leader_id},

@@ -15,6 +15,8 @@ Every error names the field or value that was wrong and, where there is one, the
 
 from __future__ import annotations
 
+from sqlalchemy.exc import StatementError
+
 __all__ = [
     "ConfigError",
     "FieldError",
@@ -23,6 +25,7 @@ __all__ = [
     "SchemaNotReadyError",
     "UnknownJobKindError",
     "UnserializableArgsError",
+    "one_line",
 ]
 
 
@@ -67,3 +70,16 @@ class SchemaNotReadyError(SaRiverError):
     Fix: run ``python -m sa_river migrate up`` (or ``alembic upgrade head`` in an env that
     calls ``sa_river.migrate.upgrade``).
     """
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``exc`` for a log message, on one line: a driver error wrapped by SQLAlchemy is given
+    as the driver's own message, without the SQL and the parameters SQLAlchemy appends (a
+    fetch failing through an outage would otherwise log its whole statement every time).
+
+    >>> one_line(ValueError("bad\\n  value"))
+    'ValueError: bad value'
+    """
+    cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
+    text = " ".join(str(cause).split())
+    return f"{type(cause).__name__}: {text}"[:limit] if text else type(cause).__name__

@@ -17,6 +17,7 @@ from typing import Any
 import psycopg
 from sqlalchemy.engine import URL
 
+from sa_river.errors import one_line
 from sa_river.queries.notify import CURRENT_SCHEMA_SQL, listen_statement
 from sa_river.service import Service
 
@@ -93,7 +94,7 @@ class Notifier(Service):
                     logger.warning(
                         "notifier: LISTEN connection failed (%s); retrying with backoff, workers "
                         "fall back to polling meanwhile",
-                        exc,
+                        one_line(exc),
                         extra={"event": "notifier_error"},
                     )
                 failures += 1

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sa_river.errors import one_line
 from sa_river.service import Service
 
 __all__ = ["MaintenanceService", "QueueMaintainer"]
@@ -68,7 +69,7 @@ class MaintenanceService(Service):
                         logger.warning(
                             "%s failed (%s); retrying next interval",
                             self.name,
-                            exc,
+                            one_line(exc),
                             extra={"event": f"{self.name}_error"},
                         )
                     failing = True

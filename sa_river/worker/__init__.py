@@ -31,7 +31,7 @@ from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from sa_river.config import QUEUES_DEFAULT, WorkerConfig
 from sa_river.elector import Elector
-from sa_river.errors import ConfigError, SchemaNotReadyError
+from sa_river.errors import ConfigError, SchemaNotReadyError, one_line
 from sa_river.maintenance import QueueMaintainer
 from sa_river.notifier import Notifier
 from sa_river.periodic import PeriodicJob, validate_periodic_jobs
@@ -221,7 +221,7 @@ class Worker:
             logger.warning(
                 "first heartbeat failed (%s); the heartbeat thread retries, and fetching "
                 "starts once it succeeds",
-                exc,
+                one_line(exc),
             )
         self.heartbeat.start()
         if self.elector is not None:
@@ -313,7 +313,7 @@ class Worker:
                 "worker %s: could not return %d running jobs (%s); the rescuer will",
                 self.client_id,
                 len(job_ids),
-                exc,
+                one_line(exc),
             )
 
     def _stop_leadership(self) -> None:
@@ -329,7 +329,7 @@ class Worker:
         except SQLAlchemyError as exc:
             logger.warning(
                 "could not check the river tables (%s); starting anyway, connections are retried",
-                " ".join(str(exc).split())[:300],
+                one_line(exc),
             )
             return
         if missing:

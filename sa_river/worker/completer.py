@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
+from sa_river.errors import one_line
 from sa_river.queries.job import (
     JobFailParams,
     JobSetStateParams,
@@ -53,7 +54,9 @@ __all__ = [
 
 logger = logging.getLogger("sa_river.completer")
 
-_BACKOFF_MAX = 5.0
+# Short: while the database is away this is one connection attempt a second, and outcomes
+# reach it within a second of its return.
+_BACKOFF_MAX = 1.0
 _MESSAGE_LIMIT = 2000
 
 
@@ -293,11 +296,20 @@ class BatchCompleter(Service):
         ``started``.
         """
         backoff = 0.05
+        failures = 0
         while True:
             try:
                 conn = self._held.get()
                 with conn.begin():
-                    return statement(conn)
+                    result = statement(conn)
+                if failures:
+                    logger.info(
+                        "completer: writing outcomes again after %d failures (%.1fs)",
+                        failures,
+                        time.monotonic() - started,
+                        extra={"event": "completer_recovered"},
+                    )
+                return result
             except Exception as exc:
                 if not (isinstance(exc, SQLAlchemyError) and is_transient_error(exc)):
                     if not isinstance(exc, DBAPIError):
@@ -307,13 +319,14 @@ class BatchCompleter(Service):
                     raise
                 self._held.drop(invalidate=True)
                 if self.stopping and time.monotonic() - started > self._give_up_after:
-                    raise _GaveUp(str(exc)) from exc
-                logger.warning(
-                    "completer: writing outcomes failed (%s); retrying in %.2fs",
-                    exc,
-                    backoff,
-                    extra={"event": "completer_error"},
-                )
+                    raise _GaveUp(one_line(exc)) from exc
+                failures += 1
+                if failures == 1:  # once per streak: an outage is one event, not dozens
+                    logger.warning(
+                        "completer: writing outcomes failed (%s); retrying with backoff",
+                        one_line(exc),
+                        extra={"event": "completer_error"},
+                    )
                 time.sleep(backoff)
                 backoff = min(backoff * 2, _BACKOFF_MAX)
 

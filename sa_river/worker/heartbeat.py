@@ -35,6 +35,7 @@ from datetime import datetime
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
+from sa_river.errors import one_line
 from sa_river.queries.client import (
     ClientRegistration,
     client_delete,
@@ -149,7 +150,9 @@ class Heartbeat(Service):
                 self.last_failure = time.monotonic()
                 if not failing:
                     logger.warning(
-                        "heartbeat failed (%s); retrying", exc, extra={"event": "heartbeat_error"}
+                        "heartbeat failed (%s); retrying",
+                        one_line(exc),
+                        extra={"event": "heartbeat_error"},
                     )
                 failing = True
             if self.sleep(self._interval):
@@ -160,4 +163,4 @@ class Heartbeat(Service):
             with self._engine.begin() as conn:
                 client_delete(conn, self._client_id, started_at=self.started_at)
         except SQLAlchemyError as exc:
-            logger.warning("could not remove heartbeat row (%s)", exc)
+            logger.warning("could not remove heartbeat row (%s)", one_line(exc))

@@ -28,6 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from sa_river.errors import one_line
 from sa_river.queries.job import (
     FetchedJobs,
     JobFailParams,
@@ -149,7 +150,7 @@ class Producer(Service):
                         logger.warning(
                             "%s: fetch failed (%s)%s; retrying with backoff",
                             self.name,
-                            exc,
+                            one_line(exc),
                             _pool_hint(self._engine, exc),
                             extra={"event": "fetch_error", "queue": self.queue},
                         )
@@ -179,7 +180,7 @@ class Producer(Service):
                     logger.warning(
                         "%s: recording undecodable jobs failed (%s); retrying on the next turn",
                         self.name,
-                        exc,
+                        one_line(exc),
                         extra={"event": "fetch_error", "queue": self.queue},
                     )
                 except Exception:
