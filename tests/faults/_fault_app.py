@@ -22,6 +22,9 @@ Kinds:
   transaction is rolled back and the end line's outcome is ``rolled_back``, else ``ok``. The
   database comes from ``SA_RIVER_DATABASE_URL``.
 
+- ``fault_unstorable_error``: raises an error naming a file whose name is not valid UTF-8, as
+  ``os.fsdecode`` gives it (a lone surrogate, which PostgreSQL cannot store as it is).
+
 A handler that raises records ``end ... error`` before the exception goes on to the worker.
 """
 
@@ -37,7 +40,7 @@ from sqlalchemy.orm import Session
 
 import sa_river
 
-__all__ = ["EFFECTS_TABLE_SQL", "RECORDS_ENV", "workers"]
+__all__ = ["EFFECTS_TABLE_SQL", "RECORDS_ENV", "UNDECODABLE_FILE_NAME", "workers"]
 
 RECORDS_ENV = "SA_RIVER_FAULT_RECORDS"
 EFFECTS_TABLE_SQL = (
@@ -119,5 +122,16 @@ def fault_effect(job: sa_river.Job[dict[str, Any]]) -> None:
         except _NotRunning:
             return "rolled_back"
         return "ok"
+
+    _run_recorded(job, body)
+
+
+UNDECODABLE_FILE_NAME = os.fsdecode(b"caf\xe9.txt")
+
+
+@workers.handler("fault_unstorable_error")
+def fault_unstorable_error(job: sa_river.Job[dict[str, Any]]) -> None:
+    def body() -> str:
+        raise OSError(f"cannot open {UNDECODABLE_FILE_NAME}")
 
     _run_recorded(job, body)
