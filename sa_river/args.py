@@ -33,6 +33,7 @@ from typing_extensions import Self, dataclass_transform
 
 from sa_river.errors import InvalidJobError, UnserializableArgsError
 from sa_river.options import InsertOpts, validate_kind
+from sa_river.types import parse_timestamp
 
 __all__ = ["ArgsLike", "JobArgs", "decode_json", "encode_json", "kind_and_encoded_args"]
 
@@ -288,7 +289,7 @@ def _convert(value: Any, hint: Any) -> Any:
     if not isinstance(hint, type):
         return value
     if issubclass(hint, dt.datetime) and isinstance(value, str):
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_timestamp(value)
     if issubclass(hint, dt.date) and isinstance(value, str):
         return dt.date.fromisoformat(value)
     if issubclass(hint, dt.time) and isinstance(value, str):

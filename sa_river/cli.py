@@ -1009,11 +1009,14 @@ def _check_database_url(url: str) -> str:
     except ValueError:  # the only one make_url raises: int() of the port
         raise CommandFailed(f"malformed database URL '{shown}': the port is not a number") from None
     backend = parsed.get_backend_name()
-    if backend == "postgres":  # as Heroku and libpq spell it; SQLAlchemy knows only postgresql
-        driver = parsed.drivername.partition("+")[2]
-        parsed = parsed.set(drivername=f"postgresql+{driver}" if driver else "postgresql")
-        url = parsed.render_as_string(hide_password=False)
-    elif backend != "postgresql":
+    if backend in ("postgres", "postgresql"):
+        # postgres:// is how Heroku and libpq spell it, and SQLAlchemy knows only postgresql.
+        # Without a driver, psycopg 3 (sa_river's own): SQLAlchemy 2.0 would pick psycopg2.
+        driver = parsed.drivername.partition("+")[2] or "psycopg"
+        if parsed.drivername != f"postgresql+{driver}":
+            parsed = parsed.set(drivername=f"postgresql+{driver}")
+            url = parsed.render_as_string(hide_password=False)
+    else:
         raise CommandFailed(
             f"database URL '{shown}' is not a PostgreSQL one: sa_river needs {_URL_EXAMPLE}"
         )

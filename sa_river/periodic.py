@@ -171,8 +171,13 @@ class PeriodicJob:
             return [_at(k * step) for k in range(max(first, last - limit + 1), last + 1)]
         assert self._cron is not None
         runs: list[datetime] = []
-        # Walk back from ``until`` (cronsim's reverse iteration is strictly before its start).
-        for t in CronSim(self._cron, high + _MICROSECOND, reverse=True):
+        # Walk back from the first whole minute after ``until`` (cron times are whole
+        # minutes). cronsim's versions differ on a start with seconds, and on whether a start
+        # that matches is itself returned: the start is whole, and what is later is skipped.
+        start = high.replace(second=0, microsecond=0) + timedelta(minutes=1)
+        for t in CronSim(self._cron, start, reverse=True):
+            if t > high:
+                continue
             if t <= low or len(runs) == limit:
                 break
             runs.append(t)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,8 +20,26 @@ __all__ = [
     "InsertResult",
     "JobRow",
     "JobState",
+    "parse_timestamp",
     "storable_text",
 ]
+
+
+_SECONDS_FRACTION = re.compile(r"(?<=:\d\d\.)\d+")
+
+
+def parse_timestamp(text: str) -> datetime:
+    """An ISO 8601 / RFC 3339 timestamp as Go, River and sa_river write them: a ``Z`` or an
+    offset, and any number of fractional digits (Go writes up to nine, trailing zeros cut).
+
+    Python 3.10's ``fromisoformat`` takes neither ``Z`` nor a fraction of other than three or
+    six digits; the fraction is cut or padded to microseconds first.
+
+    >>> parse_timestamp("2024-05-01T12:00:00.123456789Z").isoformat()
+    '2024-05-01T12:00:00.123456+00:00'
+    """
+    text = _SECONDS_FRACTION.sub(lambda m: m.group()[:6].ljust(6, "0"), text, count=1)
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 class JobState(str, enum.Enum):
@@ -121,7 +140,7 @@ class AttemptError:
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> AttemptError:
         return cls(
-            at=datetime.fromisoformat(str(data["at"]).replace("Z", "+00:00")),
+            at=parse_timestamp(str(data["at"])),
             attempt=int(data["attempt"]),
             error=str(data.get("error", "")),
             trace=str(data.get("trace", "")),

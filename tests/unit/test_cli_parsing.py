@@ -251,9 +251,16 @@ def test_bad_database_url_is_one_line_hiding_the_password_and_creating_nothing(
     assert list(tmp_path.iterdir()) == []  # no sqlite file, no embedded server's data
 
 
-def test_postgres_scheme_is_accepted_as_postgresql() -> None:
-    # Heroku and libpq spell it postgres://; SQLAlchemy alone would not load a dialect for it.
-    assert cli._check_database_url("postgres://bob:pw@db/app") == "postgresql://bob:pw@db/app"
+def test_postgres_scheme_is_accepted_as_postgresql_with_psycopg() -> None:
+    # Heroku and libpq spell it postgres://; SQLAlchemy alone would not load a dialect for it,
+    # and without a driver SQLAlchemy 2.0 would pick psycopg2, which sa_river does not install.
+    assert (
+        cli._check_database_url("postgres://bob:pw@db/app") == "postgresql+psycopg://bob:pw@db/app"
+    )
+    assert (
+        cli._check_database_url("postgresql://bob:pw@db/app")
+        == "postgresql+psycopg://bob:pw@db/app"
+    )
     assert (
         cli._check_database_url("postgresql+psycopg://bob:pw@db:5433/app?sslmode=require")
         == "postgresql+psycopg://bob:pw@db:5433/app?sslmode=require"

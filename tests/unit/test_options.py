@@ -221,7 +221,7 @@ class TestLoneSurrogates:
 
     def test_metadata_nested_too_deeply_is_rejected(self) -> None:
         with pytest.raises(InvalidJobError) as info:
-            prepare(GOOD_ARGS, InsertOpts(metadata={"m": nested(5000)}))
+            prepare(GOOD_ARGS, InsertOpts(metadata={"m": nested(100_000)}))
         _assert_names_field(info.value, "metadata")
         assert "nested too deeply" in str(info.value)
 

@@ -128,7 +128,7 @@ def test_cron_every_minute() -> None:
         at("2024-01-01 00:02")
     ]
     assert job.runs_between(at("2024-01-01 00:01:00"), at("2024-01-01 00:01:59.999999")) == []
-    assert job.next_run(at("2024-01-01 00:00:59.5")) == at("2024-01-01 00:01")
+    assert job.next_run(at("2024-01-01 00:00:59.500000")) == at("2024-01-01 00:01")
     assert job.next_run(at("2024-01-01 00:01:00")) == at("2024-01-01 00:02")
 
 
