@@ -24,25 +24,30 @@ class Service:
         self.started = threading.Event()
         self.stopped = threading.Event()
         self._thread: threading.Thread | None = None
+        # start() and stop() may race (a signal's stopper thread against a start in
+        # progress): a thread is created and started as one step, as stop() sees it.
+        self._lifecycle = threading.Lock()
 
     @property
     def stopping(self) -> bool:
         return self._stop_event.is_set()
 
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        self._thread = threading.Thread(
-            target=self._main, name=f"sa_river.{self.name}", daemon=True
-        )
-        self._thread.start()
+        with self._lifecycle:
+            if self._thread is not None:
+                return
+            self._thread = threading.Thread(
+                target=self._main, name=f"sa_river.{self.name}", daemon=True
+            )
+            self._thread.start()
         self.started.wait()
 
     def stop(self, timeout: float | None = None) -> bool:
         """Ask the loop to end and wait up to ``timeout``; true when it has ended."""
         self._stop_event.set()
         self.wake()
-        thread = self._thread
+        with self._lifecycle:
+            thread = self._thread
         if thread is None:
             self.stopped.set()
             return True

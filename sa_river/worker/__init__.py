@@ -154,7 +154,10 @@ class Worker:
             self.elector.subscribe(self.maintainer.on_leadership)
         elif self.periodic_jobs:
             raise ConfigError("periodic_jobs", "periodic jobs need maintenance=True (a leader)")
-        self._state_lock = threading.Lock()
+        # Reentrant: start() holds it throughout, and its first heartbeat starts the producers
+        # (_start_producers) on the same thread. A stop() arriving mid-start (a signal) waits
+        # for the start to finish, then undoes all of it.
+        self._state_lock = threading.RLock()
         self._started = False
         self._stopping = False
         self._hard_stop = threading.Event()
@@ -181,10 +184,13 @@ class Worker:
         unreachable database does not stop the start: every loop retries with backoff.
         """
         with self._state_lock:
-            if self._started:
+            if self._started or self._stopping:
                 return
             self._check_schema()
             self._started = True
+            self._start_services()
+
+    def _start_services(self) -> None:
         config = self.config
         self.completer.start()
         self.executor = Executor(

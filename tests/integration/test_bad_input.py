@@ -39,14 +39,14 @@ def nested(depth: int) -> dict[str, Any]:
 BAD_JOBS: dict[str, tuple[tuple[str, dict[str, Any]], InsertOpts | None, str, str]] = {
     "args": (("k", {"file": UNDECODABLE_NAME}), None, "args.file", "lone surrogate"),
     "args-key": (("k", {UNDECODABLE_NAME: 1}), None, "args.caf\\udce9.txt", "lone surrogate"),
-    "args-deep": (("k", {"tree": nested(5000)}), None, "args", "nested too deeply"),
+    "args-deep": (("k", {"tree": nested(100_000)}), None, "args", "nested too deeply"),
     "metadata": (
         ("k", {}),
         InsertOpts(metadata={"source": UNDECODABLE_NAME}),
         "metadata.source",
         "lone surrogate",
     ),
-    "metadata-deep": (("k", {}), InsertOpts(metadata=nested(5000)), "metadata", "too deeply"),
+    "metadata-deep": (("k", {}), InsertOpts(metadata=nested(100_000)), "metadata", "too deeply"),
     "tags": (("k", {}), InsertOpts(tags=["caf\udce9"]), "tags", "caf\\udce9"),
     "queue": (("k", {}), InsertOpts(queue=UNDECODABLE_NAME), "queue", "lone surrogate"),
     "kind": ((UNDECODABLE_NAME, {}), None, "kind", "lone surrogate"),

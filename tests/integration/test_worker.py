@@ -630,6 +630,23 @@ class TestCompleter:
 
 
 class TestShutdown:
+    def test_a_stop_during_start_waits_for_it_and_stops_everything(self, db_url: URL) -> None:
+        """A SIGTERM arriving while the worker starts (its stopper thread racing the start)
+        must neither fail nor leave a service running."""
+        for _ in range(5):
+            worker = Worker(db_url, Workers(), {"default": 1}, fetch_poll_interval=0.2)
+            starting = threading.Thread(target=worker.start)
+            starting.start()
+            took = stop_bounded(worker)
+            starting.join(10)
+            assert not starting.is_alive()
+            assert took < 10
+            assert worker.stopped.is_set()
+            services = [worker.completer, worker.heartbeat, *worker.producers.values()]
+            if worker.elector is not None:
+                services.append(worker.elector)
+            assert all(s.stopped.is_set() or not s.started.is_set() for s in services)
+
     def test_stop_lets_a_running_sync_job_finish(self, db_url: URL, engine: Engine) -> None:
         started = threading.Event()
         workers = Workers()
