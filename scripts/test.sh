@@ -6,7 +6,9 @@
 # Works on a fresh machine with only python3 (>= 3.10): creates .venv if missing and installs
 # the project editable with its `dev` extra. Tests use SA_RIVER_TEST_DATABASE_URL when set, else a
 # PostgreSQL server on 127.0.0.1:5432, else an embedded server from the pgserver wheel.
-# Every step runs; the script fails if any step fails.
+# Every step runs; the script fails if any step fails. With CI=true it also runs the slow
+# fault-injection tests and, side by side, the tests on every other Python version the project
+# declares (SA_RIVER_ALL_PYTHONS=1 does the latter locally).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -61,6 +63,63 @@ if [[ $status -eq 5 ]]; then
     failed+=("pytest (no tests collected)")
 elif [[ $status -ne 0 ]]; then
     failed+=("pytest (exit $status)")
+fi
+
+# The other Python versions the project declares (pyproject classifiers), in CI or when
+# SA_RIVER_ALL_PYTHONS=1: unit and integration tests, without the slow ones, each in a venv of
+# its own (.venv-3.X). They run side by side (the suite mostly waits on the database), after
+# the main run, so the timing-sensitive fault tests above ran alone.
+other_pythons() {
+    local main_version version
+    main_version="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
+    for version in $(sed -n 's/.*"Programming Language :: Python :: \(3\.[0-9]*\)".*/\1/p' pyproject.toml); do
+        [[ "$version" == "$main_version" ]] || echo "$version"
+    done
+}
+
+find_python() {
+    local version="$1" candidate
+    for candidate in "python$version" "$HOME"/.pyenv/versions/"$version".*/bin/python; do
+        if command -v "$candidate" >/dev/null 2>&1 &&
+            [[ "$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == "$version" ]]; then
+            command -v "$candidate"
+            return 0
+        fi
+    done
+    return 1
+}
+
+if [[ "${CI:-}" == "true" || "${SA_RIVER_ALL_PYTHONS:-}" == "1" ]]; then
+    pids=()
+    versions=()
+    for version in $(other_pythons); do
+        if ! interpreter="$(find_python "$version")"; then
+            echo "error: Python $version (declared in pyproject.toml) is not installed" >&2
+            failed+=("python $version (not installed)")
+            continue
+        fi
+        echo "==> Python $version ($interpreter): venv .venv-$version, unit and integration tests"
+        (
+            if [[ ! -x ".venv-$version/bin/python" ]]; then
+                "$interpreter" -m venv ".venv-$version"
+            fi
+            ".venv-$version/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' &&
+                ".venv-$version/bin/python" -m pytest -q -p no:cacheprovider -m "not slow" \
+                    tests/unit tests/integration
+        ) >".venv-$version.log" 2>&1 &
+        pids+=("$!")
+        versions+=("$version")
+    done
+    for i in "${!pids[@]}"; do
+        version="${versions[$i]}"
+        if wait "${pids[$i]}"; then
+            echo "==> Python $version: $(tail -n 1 ".venv-$version.log")"
+        else
+            echo "==> Python $version failed; the end of .venv-$version.log:" >&2
+            tail -n 60 ".venv-$version.log" >&2
+            failed+=("pytest on Python $version")
+        fi
+    done
 fi
 
 if [[ ${#failed[@]} -gt 0 ]]; then
