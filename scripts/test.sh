@@ -81,7 +81,7 @@ find_python() {
     local version="$1" candidate
     for candidate in "python$version" "$HOME"/.pyenv/versions/"$version".*/bin/python; do
         if command -v "$candidate" >/dev/null 2>&1 &&
-            [[ "$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])')" == "$version" ]]; then
+            [[ "$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null)" == "$version" ]]; then
             command -v "$candidate"
             return 0
         fi
