@@ -15,7 +15,7 @@ Every error names the field or value that was wrong and, where there is one, the
 
 from __future__ import annotations
 
-from sqlalchemy.exc import StatementError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
 
 __all__ = [
     "ConfigError",
@@ -25,6 +25,7 @@ __all__ = [
     "SchemaNotReadyError",
     "UnknownJobKindError",
     "UnserializableArgsError",
+    "is_transient_error",
     "one_line",
 ]
 
@@ -83,3 +84,14 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
     cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
     text = " ".join(str(cause).split())
     return f"{type(cause).__name__}: {text}"[:limit] if text else type(cause).__name__
+
+
+def is_transient_error(exc: BaseException) -> bool:
+    """Connection trouble (worth retrying: the database may be back in a moment), as opposed
+    to a statement the database refused (retrying it would fail the same way)."""
+    if isinstance(exc, DBAPIError):
+        return exc.connection_invalidated or type(exc).__name__ in (
+            "OperationalError",
+            "InterfaceError",
+        )
+    return isinstance(exc, SQLAlchemyError) and type(exc).__name__ == "TimeoutError"

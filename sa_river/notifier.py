@@ -19,6 +19,7 @@ from sqlalchemy.engine import URL
 
 from sa_river.errors import one_line
 from sa_river.queries.notify import CURRENT_SCHEMA_SQL, listen_statement
+from sa_river.retry import Backoff
 from sa_river.service import Service
 
 __all__ = ["Notifier", "libpq_dsn"]
@@ -29,6 +30,7 @@ Subscriber = Callable[[dict[str, Any] | None], None]
 """Called on the notifier thread with the decoded payload, or ``None`` after a reconnect."""
 
 _WAIT_SLICE = 0.25
+_BACKOFF_START = 0.1
 _BACKOFF_MAX = 5.0
 
 
@@ -61,7 +63,7 @@ class Notifier(Service):
                 logger.exception("notifier: subscriber of %s failed", topic)
 
     def run(self) -> None:
-        backoff = 0.1
+        backoff = Backoff(_BACKOFF_START, cap=_BACKOFF_MAX)
         failures = 0
         while not self.stopping:
             try:
@@ -81,7 +83,8 @@ class Notifier(Service):
                         )
                         for topic in self._subscribers:
                             self._dispatch(topic, None)
-                    failures, backoff = 0, 0.1
+                    failures = 0
+                    backoff.reset()
                     self.connected.set()
                     while not self.stopping:
                         for note in conn.notifies(timeout=_WAIT_SLICE):
@@ -98,8 +101,7 @@ class Notifier(Service):
                         extra={"event": "notifier_error"},
                     )
                 failures += 1
-                self.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                self.sleep(backoff.next())
         self.connected.clear()
 
 

@@ -33,8 +33,10 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import FrameType
+
+from sa_river.retry import Backoff
 
 __all__ = ["SUPERVISOR_PID_ENV", "Supervisor", "watch_supervisor"]
 
@@ -58,7 +60,7 @@ class _Slot:
     proc: subprocess.Popen[bytes] | None = None
     started_at: float = 0.0
     restart_at: float | None = None
-    backoff: float = BACKOFF_START
+    backoff: Backoff = field(default_factory=lambda: Backoff(BACKOFF_START, cap=BACKOFF_MAX))
     restarts: int = 0
 
 
@@ -145,7 +147,7 @@ class Supervisor:
                         if not self._ever_healthy and now - slot.started_at >= STARTUP_WINDOW:
                             self._ever_healthy = True
                         if now - slot.started_at >= HEALTHY_AFTER:
-                            slot.backoff = BACKOFF_START
+                            slot.backoff.reset()
                         continue
                     ran = now - slot.started_at
                     if code > 0 and ran < STARTUP_WINDOW and not self._ever_healthy:
@@ -157,7 +159,8 @@ class Supervisor:
                         )
                         return code
                     slot.proc = None
-                    slot.restart_at = now + slot.backoff
+                    delay = slot.backoff.next()
+                    slot.restart_at = now + delay
                     logger.warning(
                         "supervisor: worker process %d (pid %d) exited with %s after %.1fs; "
                         "restarting in %.1fs",
@@ -165,10 +168,9 @@ class Supervisor:
                         proc.pid,
                         code,
                         ran,
-                        slot.backoff,
+                        delay,
                         extra={"event": "child_died"},
                     )
-                    slot.backoff = min(slot.backoff * 2, BACKOFF_MAX)
                 elif slot.restart_at is not None and now >= slot.restart_at:
                     slot.restarts += 1
                     self._start(slot)

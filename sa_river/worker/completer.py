@@ -32,16 +32,16 @@ from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError
 
-from sa_river.errors import one_line
+from sa_river.errors import is_transient_error, one_line
 from sa_river.queries.job import (
     JobFailParams,
     JobSetStateParams,
     job_fail_attempts,
     job_record_outcomes,
 )
-from sa_river.retry import FALLBACK_RETRY_SECONDS
+from sa_river.retry import FALLBACK_RETRY_SECONDS, Backoff
 from sa_river.service import Service
 from sa_river.types import AttemptError
 from sa_river.worker.connection import HeldConnection
@@ -49,13 +49,13 @@ from sa_river.worker.connection import HeldConnection
 __all__ = [
     "BatchCompleter",
     "fallback_error_json",
-    "is_transient_error",
 ]
 
 logger = logging.getLogger("sa_river.completer")
 
 # Short: while the database is away this is one connection attempt a second, and outcomes
 # reach it within a second of its return.
+_BACKOFF_START = 0.05
 _BACKOFF_MAX = 1.0
 _MESSAGE_LIMIT = 2000
 
@@ -295,7 +295,7 @@ class BatchCompleter(Service):
         stopping and the database has been unreachable for more than ``give_up_after`` since
         ``started``.
         """
-        backoff = 0.05
+        backoff = Backoff(_BACKOFF_START, cap=_BACKOFF_MAX)
         failures = 0
         while True:
             try:
@@ -311,7 +311,7 @@ class BatchCompleter(Service):
                     )
                 return result
             except Exception as exc:
-                if not (isinstance(exc, SQLAlchemyError) and is_transient_error(exc)):
+                if not is_transient_error(exc):
                     if not isinstance(exc, DBAPIError):
                         # Not a statement the server rejected (which leaves an autocommit
                         # connection as it was): the connection's state is unknown.
@@ -327,8 +327,7 @@ class BatchCompleter(Service):
                         one_line(exc),
                         extra={"event": "completer_error"},
                     )
-                time.sleep(backoff)
-                backoff = min(backoff * 2, _BACKOFF_MAX)
+                time.sleep(backoff.next())
 
     def _log_gave_up(self, n: int, started: float, exc: _GaveUp) -> None:
         logger.error(
@@ -389,13 +388,3 @@ def _first_line(exc: BaseException) -> str:
         # Quoted in the fallback error and the log line: neither may fail on it.
         return f"<{type(exc).__name__} whose str() failed>"
     return text.splitlines()[0] if text else ""
-
-
-def is_transient_error(exc: SQLAlchemyError) -> bool:
-    """Connection trouble is worth retrying; a bad statement is not."""
-    if isinstance(exc, DBAPIError):
-        return exc.connection_invalidated or type(exc).__name__ in (
-            "OperationalError",
-            "InterfaceError",
-        )
-    return type(exc).__name__ == "TimeoutError"

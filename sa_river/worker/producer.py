@@ -28,7 +28,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from sa_river.errors import one_line
+from sa_river.errors import is_transient_error, one_line
 from sa_river.queries.job import (
     FetchedJobs,
     JobFailParams,
@@ -36,12 +36,11 @@ from sa_river.queries.job import (
     job_fail_attempts,
     job_fetch_available,
 )
-from sa_river.retry import FALLBACK_RETRY_SECONDS
+from sa_river.retry import FALLBACK_RETRY_SECONDS, Backoff
 from sa_river.service import Service
 from sa_river.types import JobRow
 from sa_river.worker.completer import (
     fallback_error_json,
-    is_transient_error,
 )
 from sa_river.worker.connection import HeldConnection
 
@@ -49,6 +48,7 @@ __all__ = ["Producer"]
 
 logger = logging.getLogger("sa_river.producer")
 
+_BACKOFF_START = 0.2
 _BACKOFF_MAX = 5.0
 
 
@@ -133,6 +133,7 @@ class Producer(Service):
         next_poll = 0.0
         last_fetch = 0.0
         failures = 0
+        backoff = Backoff(_BACKOFF_START, cap=_BACKOFF_MAX)
         try:
             while True:
                 free = self._wait_for_turn(next_poll, last_fetch)
@@ -154,7 +155,7 @@ class Producer(Service):
                             _pool_hint(self._engine, exc),
                             extra={"event": "fetch_error", "queue": self.queue},
                         )
-                    self.sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
+                    self.sleep(backoff.next())
                     continue
                 except Exception:
                     # Never lose the queue to a bug: log, back off, and fetch again.
@@ -165,11 +166,12 @@ class Producer(Service):
                         self.name,
                         extra={"event": "producer_error", "queue": self.queue},
                     )
-                    self.sleep(min(0.1 * 2**failures, _BACKOFF_MAX))
+                    self.sleep(backoff.next())
                     continue
                 if failures:
                     logger.info("%s: fetching again after %d failures", self.name, failures)
                     failures = 0
+                    backoff.reset()
                 try:
                     self._start(fetched, free)
                     self._fail_undecodable()
@@ -262,9 +264,7 @@ class Producer(Service):
             with conn.begin():
                 job_fail_attempts(conn, failures, retry_in_seconds=FALLBACK_RETRY_SECONDS)
         except Exception as exc:
-            if isinstance(exc, OSError) or (
-                isinstance(exc, SQLAlchemyError) and is_transient_error(exc)
-            ):
+            if isinstance(exc, OSError) or is_transient_error(exc):
                 raise
             self._held.drop()
             logger.exception(
