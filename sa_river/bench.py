@@ -3,8 +3,7 @@
 Every workload runs twice on the same server in the same run: once through sa_river, once as
 the minimal raw psycopg loop that does the same work (the *ceiling*); the table shows each
 sa_river figure with its ratio to the ceiling. The machine may be shared and noisy, so ratios
-measured side by side mean more than absolute numbers. DESIGN.md section 6 sets the targets;
-timings never go into tests.
+measured side by side mean more than absolute numbers; timings never go into tests.
 
 Workloads (N is ``-n``):
 
@@ -68,7 +67,7 @@ from sa_river import migrate
 from sa_river.args import JobArgs
 from sa_river.options import InsertOpts, UniqueOpts
 from sa_river.queries import bench as q
-from sa_river.queries.job import fetch_plan_index, job_fetch_plan
+from sa_river.queries.bench import fetch_plan_index, job_fetch_plan
 from sa_river.workers import Job, Workers
 
 __all__ = [

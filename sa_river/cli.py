@@ -759,7 +759,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from sa_river.enqueue import InsertManyParams, insert_many
     from sa_river.examples.demo import DEMO_OPTS, demo_jobs, workers
     from sa_river.logfmt import configure_logging
-    from sa_river.queries.job import job_count_by_state, job_count_with_errors
+    from sa_river.queries.job_admin import job_count_by_state, job_count_with_errors
     from sa_river.types import JobState
     from sa_river.worker import Worker
 
@@ -835,7 +835,7 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
     from sqlalchemy.pool import NullPool
 
     from sa_river.queries.client import client_list_alive
-    from sa_river.queries.job import job_count_by_queue_and_state
+    from sa_river.queries.job_admin import job_count_by_queue_and_state
     from sa_river.queries.leader import leader_get
     from sa_river.types import JobState
 

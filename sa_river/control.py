@@ -14,8 +14,9 @@ from typing import Any
 
 from sa_river._targets import SyncTarget, run_sync
 from sa_river.options import validate_queue
-from sa_river.queries import job as job_queries
 from sa_river.queries import queue as queue_queries
+from sa_river.queries.job_admin import job_cancel, job_get, job_list, job_retry
+from sa_river.queries.job_outcome import job_complete_if_running
 from sa_river.types import JobRow, JobState
 from sa_river.workers import Job
 
@@ -32,7 +33,7 @@ __all__ = [
 
 def get_job(target: SyncTarget, job_id: int) -> JobRow | None:
     """The job with ``job_id``, or ``None``."""
-    return run_sync(target, lambda conn: job_queries.job_get(conn, job_id), what="get_job")
+    return run_sync(target, lambda conn: job_get(conn, job_id), what="get_job")
 
 
 def list_jobs(
@@ -55,7 +56,7 @@ def list_jobs(
     wanted = [JobState(s) for s in states] if states else None
     return run_sync(
         target,
-        lambda conn: job_queries.job_list(
+        lambda conn: job_list(
             conn, states=wanted, queues=queues, kinds=kinds, after_id=after_id, limit=limit
         ),
         what="list_jobs",
@@ -67,12 +68,12 @@ def cancel_job(target: SyncTarget, job_id: int) -> JobRow | None:
     cancelled cooperatively: its worker is told (NOTIFY) and cancels an async handler, or sets
     ``job.cancel_requested`` for a sync one. Finalised jobs are left as they are.
     """
-    return run_sync(target, lambda conn: job_queries.job_cancel(conn, job_id), what="cancel_job")
+    return run_sync(target, lambda conn: job_cancel(conn, job_id), what="cancel_job")
 
 
 def retry_job(target: SyncTarget, job_id: int) -> JobRow | None:
     """Make a job that is not running available now (a discarded or cancelled one too)."""
-    return run_sync(target, lambda conn: job_queries.job_retry(conn, job_id), what="retry_job")
+    return run_sync(target, lambda conn: job_retry(conn, job_id), what="retry_job")
 
 
 def pause_queue(target: SyncTarget, queue: str) -> None:
@@ -109,6 +110,6 @@ def complete_in(target: SyncTarget, job: Job[Any] | JobRow) -> bool:
     row = job.row if isinstance(job, Job) else job
     return run_sync(
         target,
-        lambda conn: job_queries.job_complete_if_running(conn, row.id, row.attempt),
+        lambda conn: job_complete_if_running(conn, row.id, row.attempt),
         what="complete_in",
     )

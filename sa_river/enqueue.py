@@ -48,8 +48,17 @@ from sa_river.options import (
     validate_scheduled_at,
     validate_tags,
 )
-from sa_river.queries import job as job_queries
-from sa_river.queries.job import JobInsertParams
+from sa_river.queries.job_insert import (
+    COPY_STATEMENT,
+    JobInsertParams,
+    available_queues,
+    copy_rows,
+    db_now_statement,
+    job_insert_copy,
+    job_insert_many,
+    job_insert_one,
+    notify_insert_statement,
+)
 from sa_river.types import InsertResult
 from sa_river.unique import states_bitmask, unique_key
 
@@ -174,7 +183,7 @@ def _insert_prepared(conn: Connection, params: Sequence[JobInsertParams]) -> lis
             first_of_key[p.unique_key] = len(to_send)
         slot.append(len(to_send))
         to_send.append(p)
-    rows = job_queries.job_insert_many(conn, to_send)
+    rows = job_insert_many(conn, to_send)
     results = []
     for s in slot:
         if s >= 0:
@@ -186,7 +195,7 @@ def _insert_prepared(conn: Connection, params: Sequence[JobInsertParams]) -> lis
 
 
 def _insert_one(conn: Connection, params: JobInsertParams) -> InsertResult:
-    row, skipped = job_queries.job_insert_one(conn, params)
+    row, skipped = job_insert_one(conn, params)
     return InsertResult(job=row, unique_skipped_as_duplicate=skipped)
 
 
@@ -223,7 +232,7 @@ def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int
     """
     params = _prepare_many(items)
     _reject_unique_for_copy(params)
-    return _insert_sync(target, params, job_queries.job_insert_copy, "insert_many_fast")
+    return _insert_sync(target, params, job_insert_copy, "insert_many_fast")
 
 
 def _reject_unique_for_copy(params: Sequence[JobInsertParams]) -> None:
@@ -370,14 +379,12 @@ def _before_insert(
 async def _copy_async(conn: AsyncConnection, params: Sequence[JobInsertParams]) -> int:
     if not params:
         return 0
-    now = (await conn.execute(job_queries.db_now_statement())).scalar_one()
-    rows = job_queries.copy_rows(params, now)
+    now = (await conn.execute(db_now_statement())).scalar_one()
+    rows = copy_rows(params, now)
     raw = await conn.get_raw_connection()
     driver: Any = raw.driver_connection
-    async with driver.cursor() as cursor, cursor.copy(job_queries.COPY_STATEMENT) as copy:
+    async with driver.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:
         for row in rows:
             await copy.write_row(row)
-    await conn.execute(
-        job_queries.notify_insert_statement(), {"queues": job_queries.available_queues(rows)}
-    )
+    await conn.execute(notify_insert_statement(), {"queues": available_queues(rows)})
     return len(rows)

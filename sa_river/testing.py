@@ -82,9 +82,12 @@ from sqlalchemy.orm import Session
 from sa_river._targets import SyncTarget, run_sync, unscoped
 from sa_river.args import JobArgs, encode_json
 from sa_river.enqueue import AFTER_INSERT_HOOKS
-from sa_river.queries import job as job_queries
 from sa_river.queries import maintenance as maintenance_queries
 from sa_river.queries import testing as testing_queries
+from sa_river.queries.job_admin import job_get, job_list
+from sa_river.queries.job_fetch import job_get_available
+from sa_river.queries.job_insert import db_now_statement
+from sa_river.queries.job_outcome import job_release_running, job_set_state_if_running_many
 from sa_river.retry import RetryPolicy, default_retry_policy
 from sa_river.types import InsertResult, JobRow, JobState
 from sa_river.worker.executor import outcome_for
@@ -240,7 +243,7 @@ def _jobs_of_kind(conn: Connection, kind: str) -> list[JobRow]:
     rows: list[JobRow] = []
     after_id: int | None = None
     while True:
-        page = job_queries.job_list(conn, kinds=[kind], after_id=after_id, limit=1000)
+        page = job_list(conn, kinds=[kind], after_id=after_id, limit=1000)
         rows.extend(page)
         if len(page) < 1000:
             return rows
@@ -465,10 +468,10 @@ def _record(
         retry_policy=handler_retry or retry_policy or default_retry_policy,
         scheduler_interval=0.0,
     )
-    states = job_queries.job_set_state_if_running_many(conn, [outcome])
+    states = job_set_state_if_running_many(conn, [outcome])
     state = states.get(row.id)
     if state is None:  # the handler settled the job itself (complete_in, cancel_job)
-        current = job_queries.job_get(conn, row.id)
+        current = job_get(conn, row.id)
         state = outcome.state if current is None else current.state
     return WorkedJob(job=row, state=state, error=exc)
 
@@ -494,7 +497,7 @@ def _attempt_in_savepoint(
 
 def _due_until(conn: Connection, now: datetime | timedelta | None) -> None:
     """Make the jobs due by ``now`` available, and fetchable, in ``conn``'s transaction."""
-    db_now: datetime = conn.execute(job_queries.db_now_statement()).scalar_one()
+    db_now: datetime = conn.execute(db_now_statement()).scalar_one()
     if now is None:
         until = db_now
     elif isinstance(now, timedelta):
@@ -518,7 +521,7 @@ def _fetch_one(
 ) -> JobRow | None:
     _due_until(conn, now)
     for queue in testing_queries.job_queues_with_available(conn, queues=queues):
-        rows = job_queries.job_get_available(conn, queue=queue, limit=1, client_id=CLIENT_ID)
+        rows = job_get_available(conn, queue=queue, limit=1, client_id=CLIENT_ID)
         if rows:
             return rows[0]
     return None
@@ -594,7 +597,7 @@ def _drain_connection(
     result = DrainResult()
     while (row := _fetch_one(conn, queues, now)) is not None:
         if len(result.worked) >= limit:
-            job_queries.job_release_running(conn, [row.id])
+            job_release_running(conn, [row.id])
             raise _limit_reached(result, limit)
         exc, retry = _attempt_in_savepoint(conn, workers, row)
         result.worked.append(_record(conn, row, exc, retry, retry_policy))
@@ -616,7 +619,7 @@ def _drain_engine(
     result = DrainResult()
     while (row := in_transaction(partial(_fetch_one, queues=queues, now=now))) is not None:
         if len(result.worked) >= limit:
-            in_transaction(partial(job_queries.job_release_running, job_ids=[row.id]))
+            in_transaction(partial(job_release_running, job_ids=[row.id]))
             raise _limit_reached(result, limit)
         exc, retry = _attempt(workers, row)
         record = partial(_record, row=row, exc=exc, handler_retry=retry, retry_policy=retry_policy)

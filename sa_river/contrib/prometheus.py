@@ -120,8 +120,9 @@ from sqlalchemy import Engine, create_engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from sa_river.hooks import Hook, InsertingJob, WorkOutcome, add_hook, remove_hook
+from sa_river.queries.job_admin import job_count_by_queue_and_state
 from sa_river.queries.leader import set_local_statement_timeout
-from sa_river.queries.metrics import UNFINALIZED_STATES, job_count_unfinalized, queue_list_names
+from sa_river.queries.metrics import UNFINALIZED_STATES, queue_list_names
 from sa_river.types import InsertResult, JobState
 
 if TYPE_CHECKING:
@@ -353,7 +354,7 @@ class QueueDepthCollector:
             try:
                 with self.engine.begin() as conn:
                     set_local_statement_timeout(conn, self.timeout)
-                    counts = job_count_unfinalized(conn)
+                    counts = job_count_by_queue_and_state(conn, states=UNFINALIZED_STATES)
                     for name in queue_list_names(conn):
                         counts.setdefault(name, {})
             except SQLAlchemyError as exc:

@@ -11,7 +11,7 @@ matters outside the database:
   (``max(scheduled_at)`` of its jobs, found through the metadata ``{"periodic_job": name}``)
   and enqueues every run due after it up to the database's ``now()``, at most ``max_backfill``
   (the latest ones). A new leader thus picks up exactly where the old one stopped: the runs
-  due in between are backfilled, none is enqueued twice (DESIGN lesson 3, seed bug 3);
+  due in between are backfilled, none is enqueued twice;
 - a periodic job with no run in the table starts from this enqueuer's start: its first run is
   the next one due (with ``run_on_start``, one run at the start time, truncated to the second).
 
@@ -42,7 +42,7 @@ from sa_river.errors import ConfigError, SaRiverError
 from sa_river.maintenance import MaintenanceService
 from sa_river.options import InsertOpts
 from sa_river.periodic import PeriodicJob, validate_periodic_jobs
-from sa_river.queries.job import JobInsertParams, job_insert_many
+from sa_river.queries.job_insert import JobInsertParams, job_insert_many
 from sa_river.queries.periodic import PERIODIC_METADATA_KEY, periodic_last_runs
 from sa_river.types import JobState
 from sa_river.unique import states_bitmask

@@ -4,9 +4,18 @@ The ceilings are what a minimal hand-written queue does, as plain SQL strings ru
 psycopg connection: they write only the columns they must (``args`` and ``kind``; the unique
 ceiling adds ``unique_key`` and ``unique_states``), leave the rest to column defaults and notify
 the insert channel like sa_river does, so a ratio against them measures what sa_river adds.
+The bench also reports the ``EXPLAIN`` of sa_river's own fetch statement
+(:func:`job_fetch_plan`) and the index its locking scan uses (:func:`fetch_plan_index`).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import Connection
+
+from sa_river.queries.job_fetch import fetch_statement
+from sa_river.types import JobState
 
 __all__ = [
     "CLEANUP_ABOVE",
@@ -25,6 +34,8 @@ __all__ = [
     "RAW_SINGLE",
     "RAW_UNIQUE",
     "TRUNCATE_JOBS",
+    "fetch_plan_index",
+    "job_fetch_plan",
 ]
 
 _UNIQUE_PREDICATE = (
@@ -124,3 +135,29 @@ SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %%'
 """
 """Backends of this database whose last statement was a LISTEN: workers' notifier connections."""
+
+
+def job_fetch_plan(conn: Connection, *, queue: str = "default", limit: int = 100) -> list[str]:
+    """``EXPLAIN`` of the fetch statement (not run: nothing is locked or changed)."""
+    compiled = fetch_statement().compile(dialect=conn.dialect)
+    params = compiled.construct_params(
+        {"fetch_queue": queue, "fetch_limit": limit, "client_id": "explain"}
+    )
+    values = {k: v.value if isinstance(v, JobState) else v for k, v in params.items()}
+    rows = conn.exec_driver_sql(f"EXPLAIN {compiled.string}", values).all()
+    return [str(r[0]) for r in rows]
+
+
+def fetch_plan_index(plan: Sequence[str]) -> str | None:
+    """The index the fetch's locking scan uses, or ``None`` when it scans the table."""
+    for line in plan:  # the locking scan is the plan's first scan of river_job
+        words = line.replace("->", " ").split()
+        if "Scan" not in words:
+            continue
+        if words[:3] == ["Bitmap", "Index", "Scan"] and words[4].startswith("river_job_"):
+            return words[4]
+        if "using" in words and "on" in words and words[words.index("on") + 1] == "river_job":
+            return words[words.index("using") + 1]
+        if words[:2] == ["Seq", "Scan"] and words[3] == "river_job":
+            return None
+    return None

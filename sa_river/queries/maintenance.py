@@ -36,7 +36,7 @@ from sqlalchemy.sql import bindparam
 
 from sa_river.models import JOB_STATE_ENUM, RiverJob, RiverQueue, SaRiverClient
 from sa_river.queries.notify import notify_insert
-from sa_river.types import JobState
+from sa_river.types import FINALIZED_STATES, JobState
 
 __all__ = [
     "UNIQUE_CONFLICT_METADATA",
@@ -57,8 +57,6 @@ UNIQUE_CONFLICT_METADATA = {"unique_key_conflict": "scheduler_discarded"}
 
 RESCUED_WORKER_LOST = "rescued: worker lost"
 RESCUED_STUCK = "rescued: stuck"
-
-FINALIZED = (JobState.CANCELLED, JobState.COMPLETED, JobState.DISCARDED)
 
 
 def _seconds(name: str) -> ColumnElement[Any]:
@@ -127,7 +125,8 @@ def _schedule_statement() -> Any:
         due.c.unique_states,
     ).cte("ranked")
     # 3. A unique candidate conflicts when another due job with its key ranks first, or when a
-    # live row other than itself holds the key (DESIGN lesson 4: ``id <> candidate.id``). The
+    # live row other than itself holds the key (``id <> candidate.id``: a job never conflicts
+    # with itself). The
     # predicate repeats the unique index's, so the probe is an index lookup.
     other = j.alias("holder")
     held_by_another = (
@@ -237,7 +236,7 @@ def _rescue_statement() -> Any:
     )
     # River's Go workers (and runners from before the heartbeat table) have no row: only time
     # tells that such a job is stuck. A runner with a fresh row is alive and keeps its jobs
-    # for as long as it heartbeats (DESIGN lesson 6); it enforces their timeouts itself.
+    # for as long as it heartbeats, however long it runs; it enforces their timeouts itself.
     never_seen = ~select(literal(1)).select_from(c).where(c.c.id == worker).exists()
     stuck = and_(
         never_seen,
@@ -277,7 +276,8 @@ def _rescue_statement() -> Any:
     finalized = or_(j.c.metadata.has_key("cancel_attempted_at"), j.c.attempt >= j.c.max_attempts)
     return (
         update(j)
-        # Still running: the lock makes this certain, the condition makes it obvious (lesson 5).
+        # Still running: the lock makes this certain, the condition makes it obvious (a
+        # job that has left ``running`` is never touched).
         .where(j.c.id == locked.c.id, j.c.state == JobState.RUNNING)
         .values(
             state=new_state,
@@ -367,7 +367,7 @@ def job_delete_finalized(
     conn: Connection, *, state: JobState, older_than_seconds: float, limit: int
 ) -> int:
     """Delete up to ``limit`` jobs in the final ``state`` finalised over N seconds ago."""
-    if state not in FINALIZED:
+    if state not in FINALIZED_STATES:
         raise ValueError(f"only finalised jobs are deleted, not {state.value!r}")
     result = conn.execute(
         _DELETE_FINALIZED,

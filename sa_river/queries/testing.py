@@ -2,12 +2,13 @@
 
 The test helpers otherwise use the real statements: the scheduler's
 :func:`~sa_river.queries.maintenance.job_schedule`, the worker's
-:func:`~sa_river.queries.job.job_get_available` and
-:func:`~sa_river.queries.job.job_set_state_if_running_many`. What is here exists because tests
-need something a running system never does: time that moves faster than the database's clock
-(:func:`job_bring_due`), a list of queues to drain (:func:`job_queues_with_available`), the
-kinds to name in a failed assertion (:func:`job_count_by_kind`), and working exactly the jobs
-an insert just wrote (:func:`job_get_available_by_ids`).
+:func:`~sa_river.queries.job_fetch.job_get_available` and
+:func:`~sa_river.queries.job_outcome.job_set_state_if_running_many`. What is here exists
+because tests need something a running system never does: time that moves faster than the
+database's clock (:func:`job_bring_due`), a list of queues to drain
+(:func:`job_queues_with_available`), the kinds to name in a failed assertion
+(:func:`job_count_by_kind`), and working exactly the jobs an insert just wrote
+(:func:`job_get_available_by_ids`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from sqlalchemy.dialects.postgresql import ARRAY, TIMESTAMP
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import RiverJob
-from sa_river.queries.job import job_row_from_row, running_values
+from sa_river.queries.job_fetch import running_values
+from sa_river.queries.job_row import job_row_from_row
 from sa_river.types import JobRow, JobState
 
 __all__ = [

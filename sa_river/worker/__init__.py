@@ -36,7 +36,7 @@ from sa_river.maintenance import QueueMaintainer
 from sa_river.notifier import Notifier
 from sa_river.periodic import PeriodicJob, validate_periodic_jobs
 from sa_river.queries.client import missing_tables
-from sa_river.queries.job import job_release_running
+from sa_river.queries.job_outcome import job_release_running
 from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
 from sa_river.service import Service
 from sa_river.urls import redact_url

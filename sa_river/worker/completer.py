@@ -35,7 +35,7 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from sa_river.errors import is_transient_error, one_line
-from sa_river.queries.job import (
+from sa_river.queries.job_outcome import (
     JobFailParams,
     JobSetStateParams,
     job_fail_attempts,
@@ -71,7 +71,7 @@ Outcome = JobSetStateParams | tuple[int, int]
 
 
 class BatchCompleter(Service):
-    """Collects outcomes (:class:`~sa_river.queries.job.JobSetStateParams`, or the id of a
+    """Collects outcomes (:class:`~sa_river.queries.job_outcome.JobSetStateParams`, or the id of a
     completed job) and writes them in batches."""
 
     def __init__(

@@ -34,7 +34,7 @@ from sa_river.hooks import (
     installed_hooks,
     work_result,
 )
-from sa_river.queries.job import JobSetStateParams
+from sa_river.queries.job_outcome import JobSetStateParams
 from sa_river.retry import RetryPolicy, fallback_retry_policy
 from sa_river.types import AttemptError, JobRow, JobState
 from sa_river.workers import Handler, Job, JobCancel, JobSnooze, Workers
@@ -55,7 +55,7 @@ def outcome_for(
     retry_policy: RetryPolicy,
     scheduler_interval: float,
 ) -> JobSetStateParams:
-    """The state change one attempt's result calls for (DESIGN §3)."""
+    """The state change one attempt's result calls for."""
     if exc is None:
         return JobSetStateParams(id=row.id, state=JobState.COMPLETED, attempt=row.attempt)
     if isinstance(exc, JobSnooze):

@@ -29,13 +29,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from sa_river.errors import is_transient_error, one_line
-from sa_river.queries.job import (
-    FetchedJobs,
-    JobFailParams,
-    UndecodableJob,
-    job_fail_attempts,
-    job_fetch_available,
-)
+from sa_river.queries.job_fetch import FetchedJobs, UndecodableJob, job_fetch_available
+from sa_river.queries.job_outcome import JobFailParams, job_fail_attempts
 from sa_river.retry import FALLBACK_RETRY_SECONDS, Backoff
 from sa_river.service import Service
 from sa_river.types import JobRow

@@ -1,6 +1,6 @@
 """An outcome belongs to one attempt: a late writer never overwrites a later attempt.
 
-DESIGN lesson 5: worker A loses its connection, its job is rescued and fetched by worker B
+Worker A loses its connection, its job is rescued and fetched by worker B
 (attempt 2); when A comes back, its outcome for attempt 1 must change nothing.
 """
 
@@ -15,9 +15,9 @@ from sqlalchemy.orm import Session
 import sa_river
 from sa_river.config import WorkerConfig
 from sa_river.errors import ConfigError
-from sa_river.queries.job import (
+from sa_river.queries.job_admin import job_get
+from sa_river.queries.job_outcome import (
     JobSetStateParams,
-    job_get,
     job_record_outcomes,
     job_release_running,
     job_set_state_if_running_many,

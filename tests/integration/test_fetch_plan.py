@@ -1,4 +1,4 @@
-"""The fetch stays index-backed with many finalised rows retained (DESIGN lesson 7).
+"""The fetch stays index-backed with many finalised rows retained.
 
 About 20,000 completed rows and a few available ones, ANALYZEd: the plan of the fetch
 statement locks through ``river_job_prioritized_fetching_index``, never a table scan.
@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 import sa_river
 from sa_river.queries import bench as bench_sql
-from sa_river.queries.job import fetch_plan_index, job_fetch_plan
+from sa_river.queries.bench import fetch_plan_index, job_fetch_plan
 
 
 def test_fetch_uses_the_prioritized_fetching_index_with_retained_rows(engine: Engine) -> None:

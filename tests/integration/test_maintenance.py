@@ -27,12 +27,9 @@ from sa_river.maintenance.cleaner import JobCleaner
 from sa_river.maintenance.queue_cleaner import QueueCleaner
 from sa_river.maintenance.rescuer import JobRescuer
 from sa_river.maintenance.scheduler import JobScheduler
-from sa_river.queries.job import (
-    JobSetStateParams,
-    job_get,
-    job_get_available,
-    job_set_state_if_running_many,
-)
+from sa_river.queries.job_admin import job_get
+from sa_river.queries.job_fetch import job_get_available
+from sa_river.queries.job_outcome import JobSetStateParams, job_set_state_if_running_many
 from sa_river.queries.maintenance import RESCUED_STUCK, RESCUED_WORKER_LOST, job_delete_finalized
 from sa_river.types import JobRow
 
@@ -225,7 +222,8 @@ class TestScheduler:
         self, engine: Engine
     ) -> None:
         """River 0.12.0 discarded every unique job passing its scheduler: the conflict check
-        found the job itself holding its own key (DESIGN lesson 4)."""
+        found the job itself holding its own key; a job never
+        conflicts with itself."""
         with Session(engine) as session, session.begin():
             result = sa_river.insert(
                 session,
@@ -479,7 +477,7 @@ class TestRescuer:
         assert row.finalized_at is not None
 
     def test_job_of_a_live_worker_is_never_touched(self, engine: Engine) -> None:
-        """A slow job on a heartbeating worker runs on, however long (DESIGN lesson 6)."""
+        """A slow job on a heartbeating worker runs on, however long."""
         add_client(engine, "alive", "0 seconds")
         add_client(engine, "dead", "5 minutes")
         # Only the current attempt's worker (the last of attempted_by) counts.
@@ -512,7 +510,7 @@ class TestRescuer:
         assert rescuer(engine, stuck_after=60.0).run_once() == 0
 
     def test_finishing_late_after_a_rescue_changes_nothing(self, engine: Engine) -> None:
-        """The old worker's completion only applies to rows still running (lesson 5)."""
+        """The old worker's completion only applies to rows still running."""
         add_client(engine, "dead", "5 minutes")
         job_id = running_job(engine, ["dead"])
         assert rescuer(engine).run_once() == 1

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 from sa_river import InsertOpts, Job, JobRow, JobState, Workers
-from sa_river.queries.job import JobSetStateParams
+from sa_river.queries.job_outcome import JobSetStateParams
 from sa_river.retry import FALLBACK_RETRY_SECONDS
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.producer import Producer

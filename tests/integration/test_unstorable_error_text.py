@@ -21,7 +21,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 from sa_river import InsertOpts, Job, JobState, Workers
-from sa_river.queries.job import JobSetStateParams, UndecodableJob
+from sa_river.queries.job_fetch import UndecodableJob
+from sa_river.queries.job_outcome import JobSetStateParams
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.producer import Producer
 

@@ -44,7 +44,7 @@ from sa_river import (
     Worker,
     Workers,
 )
-from sa_river.queries.job import JobSetStateParams, job_set_state_if_running_many
+from sa_river.queries.job_outcome import JobSetStateParams, job_set_state_if_running_many
 from sa_river.worker.completer import BatchCompleter
 
 S = JobState
@@ -562,7 +562,7 @@ class TestCompleteIn:
         assert job(engine, job_id).state is S.AVAILABLE
 
 
-# --- the completer (DESIGN lesson 5) -----------------------------------------------------------
+# --- the completer: outcomes only on rows still running -------------------------------------------
 
 
 class TestCompleter:
@@ -890,7 +890,7 @@ def _scalars(engine: Engine, sql: str) -> list[Any]:
         return list(conn.execute(text(sql)).scalars())
 
 
-# --- the worker's own pool (DESIGN lesson 2) ---------------------------------------------------
+# --- the worker's own pool ------------------------------------------------------------------------
 
 
 def test_worker_works_while_the_applications_pool_is_exhausted(db_url: URL, engine: Engine) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from sa_river import Job, JobCancel, JobSnooze, JobState, UnknownJobKindError, Workers
 from sa_river.errors import InvalidJobError
-from sa_river.queries.job import JobSetStateParams
+from sa_river.queries.job_outcome import JobSetStateParams
 from sa_river.types import JobRow
 from sa_river.worker.executor import Executor, JobTimeoutError, outcome_for
 

@@ -1,0 +1,413 @@
+"""Inserting into ``river_job`` (internal): the one-row and many-row statements (with the
+unique ``ON CONFLICT``) and ``COPY``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    LargeBinary,
+    Row,
+    SmallInteger,
+    Table,
+    Text,
+    case,
+    cast,
+    func,
+    literal,
+    literal_column,
+    select,
+    text,
+)
+from sqlalchemy.dialects.postgresql import ARRAY, BIT, JSONB, TIMESTAMP
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.sql import bindparam
+
+from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob
+from sa_river.queries.job_admin import job_get
+from sa_river.queries.job_row import job_row_from_values
+from sa_river.queries.notify import notify_insert
+from sa_river.types import JobRow, JobState
+from sa_river.unique import bitmask_states
+
+__all__ = [
+    "COPY_COLUMNS",
+    "COPY_STATEMENT",
+    "JobInsertParams",
+    "available_queues",
+    "copy_rows",
+    "db_now_statement",
+    "job_insert_copy",
+    "job_insert_many",
+    "job_insert_one",
+    "notify_insert_statement",
+]
+
+job_table: Table = RiverJob.__table__  # type: ignore[assignment]
+_new_job_row = object.__new__
+
+
+@dataclass(frozen=True)
+class JobInsertParams:
+    """One validated job to insert; JSON values are already encoded text."""
+
+    kind: str
+    args: str
+    queue: str
+    priority: int
+    max_attempts: int
+    metadata: str
+    tags: Sequence[str]
+    scheduled_at: datetime | None
+    pending: bool
+    unique_key: bytes | None = None
+    unique_states: str | None = None
+
+
+def _insert_many_statement() -> Any:
+    source = (
+        func.unnest(
+            bindparam("args", type_=ARRAY(Text)),
+            bindparam("kind", type_=ARRAY(Text)),
+            bindparam("max_attempts", type_=ARRAY(SmallInteger)),
+            bindparam("metadata", type_=ARRAY(Text)),
+            bindparam("priority", type_=ARRAY(SmallInteger)),
+            bindparam("queue", type_=ARRAY(Text)),
+            bindparam("scheduled_at", type_=ARRAY(TIMESTAMP(timezone=True))),
+            bindparam("pending", type_=ARRAY(Boolean)),
+            # River's trick: unnest flattens 2-D arrays, so tags travel comma-joined (a tag can't
+            # contain a comma) and are split again here.
+            bindparam("tags", type_=ARRAY(Text)),
+            bindparam("unique_key", type_=ARRAY(LargeBinary)),
+            bindparam("unique_states", type_=ARRAY(Text)),
+        )
+        .table_valued(
+            "args",
+            "kind",
+            "max_attempts",
+            "metadata",
+            "priority",
+            "queue",
+            "scheduled_at",
+            "pending",
+            "tags",
+            "unique_key",
+            "unique_states",
+            with_ordinality="ordinality",
+            name="input",
+        )
+        .render_derived()
+    )
+    now = func.now()
+    rows = select(
+        cast(source.c.args, JSONB),
+        source.c.kind,
+        source.c.max_attempts,
+        # Empty metadata and tags travel as NULL: psycopg quotes and escapes every text array
+        # element with a regular expression, and "{}" and "" both need quoting.
+        func.coalesce(cast(source.c.metadata, JSONB), literal_column("'{}'::jsonb")),
+        source.c.priority,
+        source.c.queue,
+        func.coalesce(source.c.scheduled_at, now),
+        cast(
+            case(
+                (source.c.pending, literal("pending", Text)),
+                (source.c.scheduled_at > now, literal("scheduled", Text)),
+                else_=literal("available", Text),
+            ),
+            JOB_STATE_ENUM,
+        ),
+        func.coalesce(
+            func.string_to_array(source.c.tags, literal(",", Text)),
+            literal_column("'{}'::varchar[]"),
+        ),
+        source.c.unique_key,
+        cast(source.c.unique_states, BIT(8)),
+    ).order_by(source.c.ordinality)
+    plain_insert = pg_insert(job_table).from_select(
+        [
+            "args",
+            "kind",
+            "max_attempts",
+            "metadata",
+            "priority",
+            "queue",
+            "scheduled_at",
+            "state",
+            "tags",
+            "unique_key",
+            "unique_states",
+        ],
+        rows,
+    )
+    # DO UPDATE (not DO NOTHING) so the existing duplicate comes back in RETURNING; xmax is
+    # non-zero exactly for those rows. The update writes the row's own kind back: with
+    # exclude_kind the duplicate may be of another kind, and EXCLUDED.kind would hand the
+    # existing job to a different handler.
+    insert = plain_insert.on_conflict_do_update(
+        index_elements=[job_table.c.unique_key],
+        index_where=text(UNIQUE_INDEX_PREDICATE),
+        set_={"kind": job_table.c.kind},
+    ).returning(
+        *job_table.c,
+        literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
+    )
+    inserted = insert.cte("inserted")
+    # One notification per queue that received a new available job, sent in the inserting
+    # transaction so listeners hear of it only on commit.
+    woken = (
+        select(inserted.c.queue)
+        .where(
+            inserted.c.state == JobState.AVAILABLE,
+            inserted.c.unique_skipped_as_duplicate.is_(False),
+        )
+        .distinct()
+        .subquery("woken")
+    )
+    notified = select(func.count(notify_insert(woken.c.queue))).scalar_subquery()
+    return select(inserted, notified.label("notified"))
+
+
+_INSERT_MANY = _insert_many_statement()
+
+
+def _insert_one_statement() -> Any:
+    """One job as a plain ``INSERT ... VALUES``: the web-request case.
+
+    The same columns, state rule, ``ON CONFLICT`` clause and notification as
+    :func:`_insert_many_statement`, without the 11-array ``unnest`` a single row does not need.
+    A job without a unique key never matches the unique index's predicate, so the clause costs
+    nothing for it.
+    """
+    now = func.now()
+    scheduled_at = bindparam("scheduled_at", type_=TIMESTAMP(timezone=True))
+    state = case(
+        (bindparam("pending", type_=Boolean), literal("pending", Text)),
+        (scheduled_at > now, literal("scheduled", Text)),
+        else_=literal("available", Text),
+    )
+    insert = (
+        pg_insert(job_table)
+        .values(
+            args=cast(bindparam("args", type_=Text), JSONB),
+            kind=bindparam("kind", type_=Text),
+            max_attempts=bindparam("max_attempts", type_=SmallInteger),
+            metadata=cast(bindparam("metadata", type_=Text), JSONB),
+            priority=bindparam("priority", type_=SmallInteger),
+            queue=bindparam("queue", type_=Text),
+            scheduled_at=func.coalesce(scheduled_at, now),
+            state=cast(state, JOB_STATE_ENUM),
+            tags=bindparam("tags", type_=ARRAY(Text)),
+            unique_key=bindparam("unique_key", type_=LargeBinary),
+            unique_states=cast(bindparam("unique_states", type_=Text), BIT(8)),
+        )
+        .on_conflict_do_update(
+            index_elements=[job_table.c.unique_key],
+            index_where=text(UNIQUE_INDEX_PREDICATE),
+            set_={"kind": job_table.c.kind},
+        )
+        .returning(
+            job_table.c.id,
+            job_table.c.state,
+            job_table.c.created_at,
+            job_table.c.scheduled_at,
+            job_table.c.queue,
+            literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
+        )
+    )
+    inserted = insert.cte("inserted")
+    notified = (
+        select(notify_insert(inserted.c.queue))
+        .where(
+            inserted.c.state == JobState.AVAILABLE,
+            inserted.c.unique_skipped_as_duplicate.is_(False),
+        )
+        .scalar_subquery()
+    )
+    return select(
+        inserted.c.id,
+        inserted.c.state,
+        inserted.c.created_at,
+        inserted.c.scheduled_at,
+        inserted.c.unique_skipped_as_duplicate,
+        notified.label("notified"),
+    )
+
+
+_INSERT_ONE = _insert_one_statement()
+
+
+def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
+    """Insert one job in one round trip; ``(row, skipped_as_duplicate)``."""
+    row = conn.execute(
+        _INSERT_ONE,
+        {
+            "args": p.args,
+            "kind": p.kind,
+            "max_attempts": p.max_attempts,
+            "metadata": p.metadata,
+            "priority": p.priority,
+            "queue": p.queue,
+            "scheduled_at": p.scheduled_at,
+            "pending": p.pending,
+            "tags": list(p.tags),
+            "unique_key": p.unique_key,
+            "unique_states": p.unique_states,
+        },
+    ).one()
+    job_id, state, created_at, scheduled_at, skipped = row[:5]
+    if skipped:
+        # The live duplicate: nothing was written, and its row is not the one we sent.
+        duplicate = job_get(conn, job_id)
+        if duplicate is None:  # pragma: no cover - it was just returned in this transaction
+            raise RuntimeError(f"unique duplicate {job_id} vanished")
+        return duplicate, True
+    # A new row holds exactly what was sent plus the server's defaults: returning only those
+    # keeps the result to five columns (its description and decoding are a large share of a
+    # single insert's client-side cost).
+    new = _new_job_row(JobRow)
+    new.__dict__.update(
+        id=job_id,
+        state=state,
+        attempt=0,
+        max_attempts=p.max_attempts,
+        attempted_at=None,
+        created_at=created_at,
+        finalized_at=None,
+        scheduled_at=scheduled_at,
+        priority=p.priority,
+        args=json.loads(p.args),
+        attempted_by=[],
+        errors=[],
+        kind=p.kind,
+        metadata=json.loads(p.metadata) if p.metadata != "{}" else {},
+        queue=p.queue,
+        tags=list(p.tags),
+        unique_key=p.unique_key,
+        unique_states=None if p.unique_states is None else bitmask_states(p.unique_states),
+    )
+    return new, False
+
+
+def job_insert_many(
+    conn: Connection, params: Sequence[JobInsertParams]
+) -> list[tuple[JobRow, bool]]:
+    """Insert jobs in one round trip; return ``(row, skipped_as_duplicate)`` in input order.
+
+    Unique conflicts return the live duplicate instead of inserting. ``params`` must not hold
+    two jobs with the same unique key (the caller folds those).
+    """
+    if not params:
+        return []
+    result = conn.execute(
+        _INSERT_MANY,
+        {
+            "args": [p.args for p in params],
+            "kind": [p.kind for p in params],
+            "max_attempts": [p.max_attempts for p in params],
+            "metadata": [None if p.metadata == "{}" else p.metadata for p in params],
+            "priority": [p.priority for p in params],
+            "queue": [p.queue for p in params],
+            "scheduled_at": [p.scheduled_at for p in params],
+            "pending": [p.pending for p in params],
+            "tags": [",".join(p.tags) if p.tags else None for p in params],
+            "unique_key": [p.unique_key for p in params],
+            "unique_states": [p.unique_states for p in params],
+        },
+    ).all()
+    if len(result) != len(params):
+        raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
+    # New rows get ids in input order (the SELECT is ordered); duplicates are matched by key.
+    duplicates = {r.unique_key: r for r in result if r.unique_skipped_as_duplicate}
+    fresh = iter(sorted((r for r in result if not r.unique_skipped_as_duplicate), key=_id))
+    out: list[tuple[JobRow, bool]] = []
+    for p in params:
+        if p.unique_key is not None and p.unique_key in duplicates:
+            out.append((job_row_from_values(duplicates[p.unique_key]), True))
+        else:
+            out.append((job_row_from_values(next(fresh)), False))
+    return out
+
+
+def _id(row: Row[Any]) -> int:
+    return int(row.id)
+
+
+COPY_COLUMNS = (
+    "args",
+    "kind",
+    "max_attempts",
+    "metadata",
+    "priority",
+    "queue",
+    "scheduled_at",
+    "state",
+    "tags",
+)
+COPY_STATEMENT = f"COPY river_job ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+
+
+def copy_rows(params: Sequence[JobInsertParams], now: datetime) -> list[tuple[Any, ...]]:
+    """Rows for :data:`COPY_STATEMENT`; ``now`` is the database's transaction time."""
+    rows = []
+    for p in params:
+        scheduled_at = p.scheduled_at or now
+        if p.pending:
+            state = JobState.PENDING.value
+        elif scheduled_at > now:
+            state = JobState.SCHEDULED.value
+        else:
+            state = JobState.AVAILABLE.value
+        rows.append(
+            (
+                p.args,
+                p.kind,
+                p.max_attempts,
+                p.metadata,
+                p.priority,
+                p.queue,
+                scheduled_at,
+                state,
+                list(p.tags),
+            )
+        )
+    return rows
+
+
+def db_now_statement() -> Any:
+    return select(func.now())
+
+
+def notify_insert_statement() -> Any:
+    """Notify each queue in the bound ``queues`` array once (after a COPY)."""
+    queues = (
+        func.unnest(bindparam("queues", type_=ARRAY(Text))).table_valued("queue").render_derived()
+    )
+    return select(func.count(notify_insert(queues.c.queue)))
+
+
+def job_insert_copy(conn: Connection, params: Sequence[JobInsertParams]) -> int:
+    """Insert jobs without unique options through ``COPY``; return how many were written."""
+    if not params:
+        return 0
+    now = conn.execute(db_now_statement()).scalar_one()
+    rows = copy_rows(params, now)
+    driver_conn = conn.connection.driver_connection
+    with driver_conn.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:  # type: ignore[union-attr]
+        for row in rows:
+            copy.write_row(row)
+    conn.execute(notify_insert_statement(), {"queues": available_queues(rows)})
+    return len(rows)
+
+
+def available_queues(rows: Sequence[tuple[Any, ...]]) -> list[str]:
+    state_at = COPY_COLUMNS.index("state")
+    queue_at = COPY_COLUMNS.index("queue")
+    return sorted({r[queue_at] for r in rows if r[state_at] == JobState.AVAILABLE.value})
