@@ -28,9 +28,9 @@ expire in the database, and before any follower can delete it: at most one runne
 leads at any instant, even when renewals fail (database down, pool exhausted).
 
 **Failures.** Each attempt runs on a connection from the runner's own pool (never the
-application's; DESIGN lesson 2) with a bounded pool wait and ``statement_timeout``. Errors are
-logged once per streak with the pool's state and never crash the runner; the leader keeps its
-trust window and steps down when it runs out.
+application's, which a busy application can exhaust) with a bounded pool wait and
+``statement_timeout``. Errors are logged once per streak with the pool's state and never crash
+the runner; the leader keeps its trust window and steps down when it runs out.
 
 **Subscribers** are called on the elector thread, in order, with every transition (``True``
 on gaining, ``False`` on losing), as often as leadership moves.

@@ -2,7 +2,7 @@
 
 :class:`QueueMaintainer` listens to the elector. On every gain of leadership it builds fresh
 service instances and starts them in order; on every loss it stops them in reverse order, as
-many times as leadership moves back and forth (DESIGN lesson 3). Every service also re-checks
+many times as leadership moves back and forth. Every service also re-checks
 ``is_leader()`` right before each action, so a leader that lost its term between two checks
 does nothing.
 """

@@ -2,7 +2,7 @@
 
 Completed, cancelled and discarded jobs are kept for a while for inspection (River UI, retries
 by hand) and then deleted, so that ``river_job`` does not grow without bound and every other
-query stays fast (DESIGN lesson 7: bloat is a feature bug). Deletes go in batches of at most
+query stays fast: bloat is a bug of its own. Deletes go in batches of at most
 ``batch_size`` rows, each its own short transaction found through the partial index
 ``river_job_state_and_finalized_at_index``; a retention of 0 keeps that state for ever.
 """

@@ -2,7 +2,7 @@
 
 Every guard compares the row *stored in the table* with this runner's id and term
 (``elected_at``): River once guarded a renewal with ``EXCLUDED.leader_id = :leader_id``, which
-is always true, so any follower "renewed" and believed it led (DESIGN lesson 1).
+is always true, so any follower "renewed" and believed it led.
 """
 
 from __future__ import annotations

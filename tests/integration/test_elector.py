@@ -1,7 +1,8 @@
 """Elector: Core-upsert election on river_leader, against real PostgreSQL.
 
-Seed bug 1 (DESIGN lesson 1): a follower's renewal must compare the *stored* row, so it
-changes nothing and reports "not leader".
+A follower's renewal must compare the *stored* row (an upsert guarded on the incoming values
+is always true, and every follower would believe it leads), so it changes nothing and reports
+"not leader".
 """
 
 from __future__ import annotations

@@ -777,7 +777,7 @@ class TestUniqueJobs:
         assert second.job.args == {"to": "a", "subject": "hi"}
 
     def test_stored_key_is_rivers_sha256_and_default_states(self, engine: Engine) -> None:
-        # The first vector of shared/vectors/unique_keys.json, inserted for real.
+        # The first vector of tests/data/unique_keys.json, inserted for real.
         result = sa_river.insert(
             engine,
             ("worker_1", {"subject": "Test Email", "recipient": "user@example.com"}),

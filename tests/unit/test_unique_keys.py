@@ -20,8 +20,8 @@ from sa_river.unique import (
     unique_key_prehash,
 )
 
-# A copy of the project's shared River vectors (shared/vectors/unique_keys.json), kept in the
-# repository so the suite runs on a clone with nothing beside it.
+# Test vectors of River's Go client (pre-hash strings, their sha256, state bitmasks), kept in
+# the repository so the suite runs on a clone with nothing beside it.
 VECTORS_PATH = Path(__file__).parents[1] / "data" / "unique_keys.json"
 
 
@@ -29,7 +29,7 @@ def _load_vectors() -> dict[str, Any]:
     # Fail loudly (a collection error), never skip: these vectors are the River contract.
     if not VECTORS_PATH.is_file():
         raise FileNotFoundError(
-            f"unique key vectors not found at {VECTORS_PATH}; check out shared/ beside the repo"
+            f"unique key vectors not found at {VECTORS_PATH}: tests/data is part of the repository"
         )
     data: dict[str, Any] = json.loads(VECTORS_PATH.read_text(encoding="utf-8"))
     return data
