@@ -597,7 +597,7 @@ def _drain_connection(
     result = DrainResult()
     while (row := _fetch_one(conn, queues, now)) is not None:
         if len(result.worked) >= limit:
-            job_release_running(conn, [row.id])
+            job_release_running(conn, [row.id], [row.attempt])
             raise _limit_reached(result, limit)
         exc, retry = _attempt_in_savepoint(conn, workers, row)
         result.worked.append(_record(conn, row, exc, retry, retry_policy))

@@ -71,6 +71,20 @@ class JobInsertParams:
     unique_states: str | None = None
 
 
+COPY_COLUMNS = (
+    "args",
+    "kind",
+    "max_attempts",
+    "metadata",
+    "priority",
+    "queue",
+    "scheduled_at",
+    "state",
+    "tags",
+)
+"""The columns every insert sets; ``COPY`` sets only these (it has no unique jobs)."""
+
+
 def _insert_many_statement() -> Any:
     source = (
         func.unnest(
@@ -132,20 +146,7 @@ def _insert_many_statement() -> Any:
         cast(source.c.unique_states, BIT(8)),
     ).order_by(source.c.ordinality)
     plain_insert = pg_insert(job_table).from_select(
-        [
-            "args",
-            "kind",
-            "max_attempts",
-            "metadata",
-            "priority",
-            "queue",
-            "scheduled_at",
-            "state",
-            "tags",
-            "unique_key",
-            "unique_states",
-        ],
-        rows,
+        [*COPY_COLUMNS, "unique_key", "unique_states"], rows
     )
     # DO UPDATE (not DO NOTHING) so the existing duplicate comes back in RETURNING; xmax is
     # non-zero exactly for those rows. The update writes the row's own kind back: with
@@ -340,17 +341,6 @@ def _id(row: Row[Any]) -> int:
     return int(row.id)
 
 
-COPY_COLUMNS = (
-    "args",
-    "kind",
-    "max_attempts",
-    "metadata",
-    "priority",
-    "queue",
-    "scheduled_at",
-    "state",
-    "tags",
-)
 COPY_STATEMENT = f"COPY river_job ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
 

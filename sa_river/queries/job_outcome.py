@@ -312,36 +312,15 @@ def job_complete_if_running(conn: Connection, job_id: int, attempt: int) -> bool
 
 
 def job_release_running(
-    conn: Connection, job_ids: Sequence[int], attempts: Sequence[int] | None = None
+    conn: Connection, job_ids: Sequence[int], attempts: Sequence[int]
 ) -> list[int]:
     """Give running jobs back (shutdown): ``available`` now, the attempt not counted.
 
-    With ``attempts`` (one per id), a job is released only while still in that attempt.
+    ``attempts`` holds one attempt per id: a job is released only while still running that
+    attempt, so a job rescued and fetched again elsewhere meanwhile is left alone.
     """
     if not job_ids:
         return []
-    if attempts is not None:
-        return _release_attempts(conn, job_ids, attempts)
-    rows = conn.execute(
-        update(job_table)
-        .where(
-            job_table.c.id == func.any(bindparam("ids", type_=ARRAY(BigInteger))),
-            job_table.c.state == JobState.RUNNING,
-        )
-        .values(
-            state=JobState.AVAILABLE,
-            attempt=func.greatest(job_table.c.attempt - 1, 0),
-            scheduled_at=func.now(),
-        )
-        .returning(job_table.c.id),
-        {"ids": list(job_ids)},
-    ).all()
-    return [r.id for r in rows]
-
-
-def _release_attempts(
-    conn: Connection, job_ids: Sequence[int], attempts: Sequence[int]
-) -> list[int]:
     pairs = (
         func.unnest(
             bindparam("r_id", type_=ARRAY(BigInteger)),
