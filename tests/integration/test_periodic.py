@@ -145,16 +145,24 @@ def test_split_brain_enqueuers_never_duplicate_a_run(engine: Engine) -> None:
     seed_run(engine, job, floor_second(db_now(engine)) - 5 * SECOND)
     a = enqueuer(engine, [job])
     b = enqueuer(engine, [every_second()])
-    barrier = threading.Barrier(2)
     inserted = {"a": 0, "b": 0}
     errors: list[BaseException] = []
     deadline = time.monotonic() + 1.6
+    # Decided once per round, by the barrier's action: were each thread to read the clock
+    # itself, one could stop while the other went on to wait alone at the next barrier.
+    over = threading.Event()
+
+    def end_of_round() -> None:
+        if time.monotonic() > deadline:
+            over.set()
+
+    barrier = threading.Barrier(2, action=end_of_round)
 
     def race(name: str, service: PeriodicJobEnqueuer) -> None:
         try:
             while True:
                 barrier.wait(5)
-                if time.monotonic() > deadline:
+                if over.is_set():
                     return
                 inserted[name] += service.run_once()
                 time.sleep(0.05)
