@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from sqlalchemy import Connection
+
 from sa_river._targets import SyncTarget, run_sync
 from sa_river.options import validate_queue
 from sa_river.queries import queue as queue_queries
 from sa_river.queries.job_admin import job_cancel, job_get, job_list, job_retry
-from sa_river.queries.job_outcome import job_complete_if_running
+from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.types import JobRow, JobState
 from sa_river.workers import Job
 
@@ -108,8 +110,9 @@ def complete_in(target: SyncTarget, job: Job[Any] | JobRow) -> bool:
             "its attempt makes sure an earlier, abandoned attempt cannot complete a later one"
         )
     row = job.row if isinstance(job, Job) else job
-    return run_sync(
-        target,
-        lambda conn: job_complete_if_running(conn, row.id, row.attempt),
-        what="complete_in",
-    )
+    completed = AttemptOutcome.completed(row.id, row.attempt)
+
+    def complete(conn: Connection) -> bool:
+        return row.id in job_set_state_if_running_many(conn, [completed])
+
+    return run_sync(target, complete, what="complete_in")

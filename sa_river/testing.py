@@ -87,7 +87,7 @@ from sa_river.queries import testing as testing_queries
 from sa_river.queries.job_admin import job_get, job_list
 from sa_river.queries.job_fetch import job_get_available
 from sa_river.queries.job_insert import db_now_statement
-from sa_river.queries.job_outcome import job_release_running, job_set_state_if_running_many
+from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.retry import RetryPolicy, default_retry_policy
 from sa_river.types import InsertResult, JobRow, JobState
 from sa_river.worker.executor import outcome_for
@@ -586,6 +586,11 @@ def _limit_reached(result: DrainResult, limit: int) -> AssertionError:
     )
 
 
+def _release(conn: Connection, row: JobRow) -> None:
+    """Give back a job fetched beyond drain's limit: ``available``, the attempt not counted."""
+    job_set_state_if_running_many(conn, [AttemptOutcome.released(row.id, row.attempt)])
+
+
 def _drain_connection(
     conn: Connection,
     workers: Workers,
@@ -597,7 +602,7 @@ def _drain_connection(
     result = DrainResult()
     while (row := _fetch_one(conn, queues, now)) is not None:
         if len(result.worked) >= limit:
-            job_release_running(conn, [row.id], [row.attempt])
+            _release(conn, row)
             raise _limit_reached(result, limit)
         exc, retry = _attempt_in_savepoint(conn, workers, row)
         result.worked.append(_record(conn, row, exc, retry, retry_policy))
@@ -619,7 +624,7 @@ def _drain_engine(
     result = DrainResult()
     while (row := in_transaction(partial(_fetch_one, queues=queues, now=now))) is not None:
         if len(result.worked) >= limit:
-            in_transaction(partial(job_release_running, job_ids=[row.id]))
+            in_transaction(partial(_release, row=row))
             raise _limit_reached(result, limit)
         exc, retry = _attempt(workers, row)
         record = partial(_record, row=row, exc=exc, handler_retry=retry, retry_policy=retry_policy)

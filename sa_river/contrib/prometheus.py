@@ -275,8 +275,7 @@ class WorkerCollector:
 
     def collect(self) -> Iterable[Metric]:
         """The current values."""
-        executor = self.worker.executor
-        running = len(executor.running_ids()) if executor is not None else 0
+        running = len(self.worker.running_job_ids())
         yield GaugeMetricFamily(
             "sa_river_leader", _LEADER_HELP, value=1.0 if self.worker.is_leader() else 0.0
         )

@@ -15,9 +15,9 @@ with a fallback error instead (``retryable`` after
 job does not stay ``running`` until a rescue. The writing loop outlives any unexpected error:
 it logs it and goes on with the next batch.
 
-A job whose handler returned is queued as its bare id (:meth:`BatchCompleter.complete`) and
-written by a plain ``completed`` UPDATE; other outcomes carry their error, delay or snooze.
-The completer holds one autocommit connection of the runner's pool: each statement is its own
+Every outcome is an :class:`~sa_river.queries.job_outcome.AttemptOutcome`, written by
+:func:`~sa_river.queries.job_outcome.job_set_state_if_running_many`. The completer holds one
+autocommit connection of the runner's pool: each statement is its own
 transaction, so a batch costs one round trip per statement.
 """
 
@@ -36,10 +36,9 @@ from sqlalchemy.exc import DBAPIError
 
 from sa_river.errors import is_transient_error, one_line
 from sa_river.queries.job_outcome import (
-    JobFailParams,
-    JobSetStateParams,
-    job_fail_attempts,
-    job_record_outcomes,
+    AttemptOutcome,
+    OutcomeKind,
+    job_set_state_if_running_many,
 )
 from sa_river.retry import FALLBACK_RETRY_SECONDS, Backoff
 from sa_river.service import Service
@@ -67,12 +66,8 @@ class _GaveUp(Exception):
     """Stopping, and the database stayed unreachable for longer than ``give_up_after``."""
 
 
-Outcome = JobSetStateParams | tuple[int, int]
-
-
 class BatchCompleter(Service):
-    """Collects outcomes (:class:`~sa_river.queries.job_outcome.JobSetStateParams`, or the id of a
-    completed job) and writes them in batches."""
+    """Collects attempts' outcomes and writes them in batches."""
 
     def __init__(
         self,
@@ -91,13 +86,13 @@ class BatchCompleter(Service):
         lock = threading.Lock()
         self._has_work = threading.Condition(lock)  # the writer waits on this
         self._space = threading.Condition(lock)  # back-pressured adders and wait_flushed
-        self._pending: list[Outcome] = []
+        self._pending: list[AttemptOutcome] = []
         self._unwritten = 0  # queued or being written
         self._stop_requested = False
         self._held = HeldConnection(engine)
         self.completed_count = 0
 
-    def add(self, outcome: Outcome) -> None:
+    def add(self, outcome: AttemptOutcome) -> None:
         """Queue one outcome; blocks while too many are unwritten (back-pressure)."""
         with self._has_work:
             while self._unwritten >= self._max_pending and not self.stopped.is_set():
@@ -108,10 +103,6 @@ class BatchCompleter(Service):
             # The writer waits for a first outcome, then for a full batch.
             if len(pending) == 1 or len(pending) == self._batch_size:
                 self._has_work.notify()
-
-    def complete(self, job_id: int, attempt: int) -> None:
-        """Queue the outcome of an attempt whose handler returned: ``completed``."""
-        self.add((job_id, attempt))
 
     def wait_flushed(self, timeout: float) -> bool:
         """Wait until every outcome added so far is written; true if it was in time."""
@@ -131,7 +122,7 @@ class BatchCompleter(Service):
             self._has_work.notify()
         return super().stop(timeout)
 
-    def _next_batch(self) -> list[Outcome] | None:
+    def _next_batch(self) -> list[AttemptOutcome] | None:
         """Block until a batch is due; ``None`` once stopped with nothing left."""
         with self._has_work:
             while not self._pending:
@@ -180,11 +171,11 @@ class BatchCompleter(Service):
             self._unwritten -= n
             self._space.notify_all()
 
-    def _write(self, batch: list[Outcome]) -> None:
+    def _write(self, batch: list[AttemptOutcome]) -> None:
         started = time.monotonic()
         changed: int | None
         try:
-            changed = self._execute(partial(job_record_outcomes, outcomes=batch), started)
+            changed = self._execute(partial(_write_outcomes, outcomes=batch), started)
         except _GaveUp as exc:
             self._log_gave_up(len(batch), started, exc)
             return
@@ -210,12 +201,12 @@ class BatchCompleter(Service):
                 extra={"event": "completer_skipped"},
             )
 
-    def _write_one_by_one(self, batch: list[Outcome], started: float) -> int | None:
+    def _write_one_by_one(self, batch: list[AttemptOutcome], started: float) -> int | None:
         """Record each outcome in its own transaction; ``None`` if it gave up on the rest."""
         changed = 0
         for i, outcome in enumerate(batch):
             try:
-                changed += self._execute(partial(job_record_outcomes, outcomes=[outcome]), started)
+                changed += self._execute(partial(_write_outcomes, outcomes=[outcome]), started)
             except _GaveUp as exc:
                 self._log_gave_up(len(batch) - i, started, exc)
                 return None
@@ -226,20 +217,21 @@ class BatchCompleter(Service):
                 changed += alone
         return changed
 
-    def _write_alone(self, outcome: Outcome, failure: Exception, started: float) -> int | None:
+    def _write_alone(
+        self, outcome: AttemptOutcome, failure: Exception, started: float
+    ) -> int | None:
         """``outcome`` cannot be recorded even on its own (``failure``): end its attempt with a
         fallback error, so its job does not stay running. ``None`` if it gave up."""
-        identity = _identify(outcome)
-        if identity is None:
+        if not isinstance(outcome, AttemptOutcome):  # a bug upstream; the rest must go on
             logger.error(
-                "completer: dropping an outcome that names no job (%r): %s: %s",
+                "completer: dropping something that is not an outcome (%r): %s: %s",
                 outcome,
                 type(failure).__name__,
                 _first_line(failure),
                 extra={"event": "completer_failed"},
             )
             return 0
-        job_id, attempt = identity
+        job_id, attempt = outcome.job_id, outcome.attempt
         logger.error(
             "completer: cannot record the outcome of job %d attempt %s (%s: %s); ending the "
             "attempt with an error instead",
@@ -256,15 +248,15 @@ class BatchCompleter(Service):
         original = _original_error(outcome)
         if original:
             message += f"; the attempt's own error was: {original}"
-        fallback = JobFailParams(
-            id=job_id, attempt=attempt, error=fallback_error_json(attempt, message)
+        fallback = AttemptOutcome.failed(
+            job_id,
+            attempt,
+            error=fallback_error_json(attempt, message),
+            retry_in_seconds=FALLBACK_RETRY_SECONDS,
         )
         try:
             states = self._execute(
-                lambda conn: job_fail_attempts(
-                    conn, [fallback], retry_in_seconds=FALLBACK_RETRY_SECONDS
-                ),
-                started,
+                partial(job_set_state_if_running_many, outcomes=[fallback]), started
             )
         except _GaveUp as exc:
             self._log_gave_up(1, started, exc)
@@ -340,38 +332,31 @@ class BatchCompleter(Service):
         )
 
 
-def fallback_error_json(attempt: int | None, message: str, *, trace: str = "") -> str:
+def _write_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome]) -> int:
+    """How many of ``outcomes`` were written (the others' attempts were no longer running)."""
+    return len(job_set_state_if_running_many(conn, outcomes))
+
+
+def fallback_error_json(attempt: int, message: str, *, trace: str = "") -> str:
     """The ``AttemptError`` JSON sa_river records for an attempt it had to end itself.
 
     ``message`` and ``trace`` may quote the very text whose write failed (the attempt's own
     error, a row that did not decode): they are made storable (a lone surrogate escaped, NUL
     replaced), so the fallback cannot fail the way the write it replaces did.
     """
-    error = AttemptError.stored_now(attempt or 0, message, trace, error_limit=_MESSAGE_LIMIT)
+    error = AttemptError.stored_now(attempt, message, trace, error_limit=_MESSAGE_LIMIT)
     return error.to_json_text()
 
 
-def _identify(outcome: object) -> tuple[int, int | None] | None:
-    """``(job id, attempt)`` of an outcome, or ``None`` for something that is not one."""
-    try:
-        if isinstance(outcome, JobSetStateParams):
-            return int(outcome.id), None if outcome.attempt is None else int(outcome.attempt)
-        if isinstance(outcome, Sequence) and len(outcome) == 2:
-            return int(outcome[0]), int(outcome[1])
-    except (TypeError, ValueError):
-        pass
-    return None
+def _intended(outcome: AttemptOutcome) -> str:
+    if outcome.kind is OutcomeKind.SNOOZED:
+        return f"{outcome.state}, snoozed"
+    return str(outcome.state)
 
 
-def _intended(outcome: Outcome) -> str:
-    if isinstance(outcome, JobSetStateParams):
-        return f"{outcome.state}, snoozed" if outcome.snoozed else str(outcome.state)
-    return "completed"
-
-
-def _original_error(outcome: Outcome) -> str:
+def _original_error(outcome: AttemptOutcome) -> str:
     """The message of the error the outcome meant to record, if it carries a readable one."""
-    if not isinstance(outcome, JobSetStateParams) or not outcome.error:
+    if not outcome.error:
         return ""
     try:
         decoded: Any = json.loads(outcome.error)

@@ -34,7 +34,7 @@ from sa_river.hooks import (
     installed_hooks,
     work_result,
 )
-from sa_river.queries.job_outcome import JobSetStateParams
+from sa_river.queries.job_outcome import AttemptOutcome, OutcomeKind
 from sa_river.retry import RetryPolicy, fallback_retry_policy
 from sa_river.types import AttemptError, JobRow, JobState
 from sa_river.workers import Handler, Job, JobCancel, JobSnooze, Workers
@@ -54,31 +54,28 @@ def outcome_for(
     *,
     retry_policy: RetryPolicy,
     scheduler_interval: float,
-) -> JobSetStateParams:
-    """The state change one attempt's result calls for."""
+) -> AttemptOutcome:
+    """How one attempt of ``row`` ends, given what its handler raised (``None``: it returned).
+
+    A retry or snooze due within ``scheduler_interval`` goes straight back to ``available``
+    (with its future ``scheduled_at``), so it runs on time without waiting for the scheduler.
+    """
+    job_id, attempt = row.id, row.attempt
     if exc is None:
-        return JobSetStateParams(id=row.id, state=JobState.COMPLETED, attempt=row.attempt)
+        return AttemptOutcome.completed(job_id, attempt)
     if isinstance(exc, JobSnooze):
         delay = exc.delay.total_seconds()
-        state = JobState.AVAILABLE if delay <= scheduler_interval else JobState.SCHEDULED
-        return JobSetStateParams(
-            id=row.id, state=state, delay_seconds=delay, snoozed=True, attempt=row.attempt
+        return AttemptOutcome.snoozed(
+            job_id, attempt, delay_seconds=delay, available=delay <= scheduler_interval
         )
     error = _attempt_error_json(row, exc)
     if isinstance(exc, JobCancel):
-        return JobSetStateParams(
-            id=row.id, state=JobState.CANCELLED, error=error, attempt=row.attempt
-        )
-    if row.attempt >= row.max_attempts:
-        return JobSetStateParams(
-            id=row.id, state=JobState.DISCARDED, error=error, attempt=row.attempt
-        )
-    delay = retry_policy(row.attempt).total_seconds()
-    # A retry due within the scheduler's interval goes straight back to available (with its
-    # future scheduled_at), so it runs on time without waiting for the scheduler.
-    state = JobState.AVAILABLE if delay <= scheduler_interval else JobState.RETRYABLE
-    return JobSetStateParams(
-        id=row.id, state=state, error=error, delay_seconds=delay, attempt=row.attempt
+        return AttemptOutcome.cancelled(job_id, attempt, error=error)
+    if attempt >= row.max_attempts:
+        return AttemptOutcome.discarded(job_id, attempt, error=error)
+    delay = retry_policy(attempt).total_seconds()
+    return AttemptOutcome.retryable(
+        job_id, attempt, error=error, delay_seconds=delay, available=delay <= scheduler_interval
     )
 
 
@@ -156,9 +153,13 @@ class _ThreadPool:
         self._name = name
         self._retiring: set[threading.Thread] = set()
         self._threads: list[threading.Thread] = []
-        for _ in range(size):
-            self._spawn()
+        self._size = size
         self._monitor = threading.Thread(target=self._watch, name=f"{name}-monitor", daemon=True)
+
+    def start(self) -> None:
+        with self._cond:
+            for _ in range(self._size):
+                self._spawn()
         self._monitor.start()
 
     def _spawn(self) -> None:
@@ -234,17 +235,15 @@ class Executor:
     def __init__(
         self,
         workers: Workers,
-        report: Callable[[JobSetStateParams], None],
+        report: Callable[[AttemptOutcome], None],
         *,
         threads: int,
         default_timeout: timedelta | None,
         retry_policy: RetryPolicy,
         scheduler_interval: float,
-        report_completed: Callable[[int, int], None] | None = None,
     ) -> None:
         self._workers = workers
         self._report = report
-        self._report_completed = report_completed
         self._default_timeout = default_timeout
         self._retry_policy = retry_policy
         self._scheduler_interval = scheduler_interval
@@ -255,18 +254,18 @@ class Executor:
         self._loop_thread = threading.Thread(
             target=self._loop.run_forever, name="sa_river.executor-async", daemon=True
         )
-        self._loop_thread.start()
         self._watchdog_stop = threading.Event()
         self._watchdog = threading.Thread(
             target=self._watch_timeouts, name="sa_river.executor-watchdog", daemon=True
         )
+
+    def start(self) -> None:
+        """Start the handler threads, the event loop thread and the timeout watchdog."""
+        self._pool.start()
+        self._loop_thread.start()
         self._watchdog.start()
 
     # -- running --------------------------------------------------------------------------
-
-    def execute(self, row: JobRow, on_done: Callable[[], None]) -> None:
-        """Start one attempt of ``row``; ``on_done`` is called once its outcome is reported."""
-        self.execute_many([row], on_done)
 
     def execute_many(self, rows: Sequence[JobRow], on_done: Callable[[], None]) -> None:
         """Start one attempt of each of ``rows`` (one fetch); ``on_done`` is called once per
@@ -392,8 +391,8 @@ class Executor:
             self._lock.notify_all()
         if logger.isEnabledFor(logging.DEBUG):
             _log_attempt(running, exc)
-        if exc is None and self._report_completed is not None:
-            self._report_completed(job_id, running.job.row.attempt)
+        if exc is None:
+            self._report(AttemptOutcome.completed(job_id, running.job.row.attempt))
             if running.hooks:
                 _after_work(running, JobState.COMPLETED, None, snoozed=False)
             running.on_done()
@@ -437,7 +436,7 @@ class Executor:
             )
         self._report(outcome)
         if running.hooks:
-            _after_work(running, outcome.state, exc, snoozed=outcome.snoozed)
+            _after_work(running, outcome.state, exc, snoozed=outcome.kind is OutcomeKind.SNOOZED)
         running.on_done()
 
     def _watch_timeouts(self) -> None:
@@ -496,15 +495,13 @@ class Executor:
                 self._lock.wait(remaining)
         return True
 
-    def release_all(self) -> list[int]:
-        """Stop tracking every running attempt (cancelling async ones); their ids."""
-        return [job_id for job_id, _ in self.release_all_attempts()]
+    def release_all(self) -> list[AttemptOutcome]:
+        """Stop tracking every running attempt (cancelling async ones) and return the
+        ``released`` outcome of each, for the caller to write (shutdown gives them back).
 
-    def release_all_attempts(self) -> list[tuple[int, int]]:
-        """Like :meth:`release_all`, with each released job's attempt number.
-
-        Queued sync attempts that had not started are skipped by their thread (they are
-        settled now), so a released job never runs here after being given back.
+        Nothing is reported for them. Queued sync attempts that had not started are skipped by
+        their thread (they are settled now), so a released job never runs here after being
+        given back.
         """
         with self._lock:
             released = [r for r in self._running.values() if not r.settled]
@@ -515,13 +512,15 @@ class Executor:
         for running in released:
             if running.future is not None:
                 running.future.cancel()
-        return [(r.job.row.id, r.job.row.attempt) for r in released]
+        return [AttemptOutcome.released(r.job.row.id, r.job.row.attempt) for r in released]
 
     def shutdown(self) -> None:
+        """Stop the threads started by :meth:`start` (safe when it was never called)."""
         self._watchdog_stop.set()
         self._pool.shutdown()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._loop_thread.join(5)
+        if self._loop_thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._loop_thread.join(5)
         if not self._loop.is_running():
             self._loop.close()
 

@@ -30,7 +30,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from sa_river.errors import is_transient_error, one_line
 from sa_river.queries.job_fetch import FetchedJobs, UndecodableJob, job_fetch_available
-from sa_river.queries.job_outcome import JobFailParams, job_fail_attempts
+from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.retry import FALLBACK_RETRY_SECONDS, Backoff
 from sa_river.service import Service
 from sa_river.types import JobRow
@@ -76,11 +76,6 @@ class Producer(Service):
         self._backlog = False
         self._held = HeldConnection(engine)
         self._undecodable: list[UndecodableJob] = []
-        self.fetched_count = 0
-
-    @property
-    def active(self) -> int:
-        return self._active
 
     def notify_insert(self) -> None:
         """A job was inserted into this queue (or anything may have changed): fetch soon."""
@@ -229,7 +224,6 @@ class Producer(Service):
             if not jobs:
                 return
             self._active += len(jobs)
-        self.fetched_count += len(jobs)
         self._execute(jobs, self._job_done)
 
     def _fail_undecodable(self) -> None:
@@ -242,9 +236,10 @@ class Producer(Service):
         if not self._undecodable:
             return
         failures = [
-            JobFailParams(
-                id=bad.id,
-                attempt=bad.attempt,
+            AttemptOutcome.failed(
+                bad.id,
+                bad.attempt,
+                retry_in_seconds=FALLBACK_RETRY_SECONDS,
                 error=fallback_error_json(
                     bad.attempt,
                     f"sa_river could not decode this job's row: {type(bad.error).__name__}: "
@@ -257,7 +252,7 @@ class Producer(Service):
         try:
             conn = self._held.get()
             with conn.begin():
-                job_fail_attempts(conn, failures, retry_in_seconds=FALLBACK_RETRY_SECONDS)
+                job_set_state_if_running_many(conn, failures)
         except Exception as exc:
             if isinstance(exc, OSError) or is_transient_error(exc):
                 raise
@@ -267,7 +262,7 @@ class Producer(Service):
                 "and will be rescued",
                 self.name,
                 len(failures),
-                ", ".join(str(f.id) for f in failures),
+                ", ".join(str(f.job_id) for f in failures),
                 extra={"event": "producer_error", "queue": self.queue},
             )
         self._undecodable.clear()

@@ -16,12 +16,7 @@ import sa_river
 from sa_river.config import WorkerConfig
 from sa_river.errors import ConfigError
 from sa_river.queries.job_admin import job_get
-from sa_river.queries.job_outcome import (
-    JobSetStateParams,
-    job_record_outcomes,
-    job_release_running,
-    job_set_state_if_running_many,
-)
+from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.types import JobState
 
 
@@ -42,19 +37,39 @@ def state_and_attempt(engine: Engine, job_id: int) -> tuple[JobState, int]:
     return job.state, job.attempt
 
 
-def test_an_outcome_for_an_earlier_attempt_changes_nothing(engine: Engine) -> None:
+ERROR = '{"at":"2024-01-01T00:00:00Z","attempt":1,"error":"late","trace":""}'
+
+EVERY_KIND_OF_OUTCOME = {
+    "completed": lambda job_id, attempt: AttemptOutcome.completed(job_id, attempt),
+    "retryable": lambda job_id, attempt: AttemptOutcome.retryable(
+        job_id, attempt, error=ERROR, delay_seconds=1.0, available=False
+    ),
+    "discarded": lambda job_id, attempt: AttemptOutcome.discarded(job_id, attempt, error=ERROR),
+    "cancelled": lambda job_id, attempt: AttemptOutcome.cancelled(job_id, attempt, error=ERROR),
+    "snoozed": lambda job_id, attempt: AttemptOutcome.snoozed(
+        job_id, attempt, delay_seconds=60.0, available=False
+    ),
+    "released": lambda job_id, attempt: AttemptOutcome.released(job_id, attempt),
+    "failed": lambda job_id, attempt: AttemptOutcome.failed(
+        job_id, attempt, error=ERROR, retry_in_seconds=60.0
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", sorted(EVERY_KIND_OF_OUTCOME))
+def test_an_outcome_for_an_earlier_attempt_changes_nothing(engine: Engine, kind: str) -> None:
+    """Every way an attempt ends (the completer's outcomes, shutdown's release, the fallback
+    error) is fenced: attempt 1's late outcome leaves attempt 2 running, attempt 2's applies."""
+    make = EVERY_KIND_OF_OUTCOME[kind]
     job_id = running_at_attempt(engine, 2)
     with engine.begin() as conn:
-        changed = job_set_state_if_running_many(
-            conn, [JobSetStateParams(id=job_id, state=JobState.COMPLETED, attempt=1)]
-        )
+        changed = job_set_state_if_running_many(conn, [make(job_id, 1)])
     assert changed == {}
     assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 2)
     with engine.begin() as conn:
-        changed = job_set_state_if_running_many(
-            conn, [JobSetStateParams(id=job_id, state=JobState.COMPLETED, attempt=2)]
-        )
-    assert changed == {job_id: JobState.COMPLETED}
+        changed = job_set_state_if_running_many(conn, [make(job_id, 2)])
+    assert changed == {job_id: make(job_id, 2).state}
+    assert state_and_attempt(engine, job_id)[0] is make(job_id, 2).state
 
 
 def test_complete_in_from_an_earlier_attempt_changes_nothing(engine: Engine) -> None:
@@ -90,23 +105,10 @@ def test_complete_in_needs_the_job_not_its_id(engine: Engine) -> None:
     assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 1)
 
 
-def test_a_late_completion_of_an_earlier_attempt_changes_nothing(engine: Engine) -> None:
+def test_release_at_shutdown_gives_the_attempt_back_uncounted(engine: Engine) -> None:
     job_id = running_at_attempt(engine, 2)
     with engine.begin() as conn:
-        assert job_record_outcomes(conn, [(job_id, 1)]) == 0
-    assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 2)
-    with engine.begin() as conn:
-        assert job_record_outcomes(conn, [(job_id, 2)]) == 1
-    assert state_and_attempt(engine, job_id)[0] is JobState.COMPLETED
-
-
-def test_release_at_shutdown_leaves_a_later_attempt_alone(engine: Engine) -> None:
-    job_id = running_at_attempt(engine, 2)
-    with engine.begin() as conn:
-        assert job_release_running(conn, [job_id], [1]) == []
-    assert state_and_attempt(engine, job_id) == (JobState.RUNNING, 2)
-    with engine.begin() as conn:
-        assert job_release_running(conn, [job_id], [2]) == [job_id]
+        job_set_state_if_running_many(conn, [AttemptOutcome.released(job_id, 2)])
     assert state_and_attempt(engine, job_id) == (JobState.AVAILABLE, 1)
 
 

@@ -29,7 +29,7 @@ from sa_river.maintenance.rescuer import JobRescuer
 from sa_river.maintenance.scheduler import JobScheduler
 from sa_river.queries.job_admin import job_get
 from sa_river.queries.job_fetch import job_get_available
-from sa_river.queries.job_outcome import JobSetStateParams, job_set_state_if_running_many
+from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.queries.maintenance import RESCUED_STUCK, RESCUED_WORKER_LOST, job_delete_finalized
 from sa_river.types import JobRow
 
@@ -262,7 +262,8 @@ class TestScheduler:
         with engine.begin() as conn:
             fetched = job_get_available(conn, queue="default", limit=10, client_id="w1")
             assert [j.id for j in fetched] == [job_id]
-            done = job_set_state_if_running_many(conn, [JobSetStateParams(job_id, S.COMPLETED)])
+            completed = AttemptOutcome.completed(job_id, fetched[0].attempt)
+            done = job_set_state_if_running_many(conn, [completed])
         assert done == {job_id: S.COMPLETED}
 
     def test_duplicate_is_discarded_when_another_live_job_holds_the_key(
@@ -517,7 +518,8 @@ class TestRescuer:
         rescued = get(engine, job_id)
 
         with engine.begin() as conn:
-            changed = job_set_state_if_running_many(conn, [JobSetStateParams(job_id, S.COMPLETED)])
+            late = AttemptOutcome.completed(job_id, rescued.attempt)
+            changed = job_set_state_if_running_many(conn, [late])
 
         assert changed == {}
         assert get(engine, job_id) == rescued

@@ -27,7 +27,7 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import URL
 
 from sa_river import InsertOpts, Job, JobRow, JobState, Workers
-from sa_river.queries.job_outcome import JobSetStateParams
+from sa_river.queries.job_outcome import AttemptOutcome
 from sa_river.retry import FALLBACK_RETRY_SECONDS
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.producer import Producer
@@ -93,6 +93,16 @@ def completer(engine: Engine) -> Iterator[BatchCompleter]:
 # --- (a) the completer -------------------------------------------------------------------------
 
 
+ERROR = '{"at":"2024-01-01T00:00:00Z","attempt":1,"error":"ValueError: boom","trace":""}'
+
+
+def retryable(job_id: int, *, delay_seconds: float) -> AttemptOutcome:
+    """Attempt 1 of ``job_id`` failed with :data:`ERROR`; it retries after ``delay_seconds``."""
+    return AttemptOutcome.retryable(
+        job_id, 1, error=ERROR, delay_seconds=delay_seconds, available=False
+    )
+
+
 class TestCompleterRecordsTheRestOfABatch:
     def test_one_unrecordable_outcome_does_not_lose_its_batch(
         self, engine: Engine, completer: BatchCompleter
@@ -103,20 +113,15 @@ class TestCompleterRecordsTheRestOfABatch:
         done = insert_job(engine, "k")
         for job_id in (ok_retry, absurd, absurd_last, done):
             set_running(engine, job_id)
-        error = '{"at":"2024-01-01T00:00:00Z","attempt":1,"error":"ValueError: boom","trace":""}'
         absurd_seconds = ABSURD_DELAY.total_seconds()
         # Queued before the completer's flush deadline: one batch, one failing UPDATE.
         for outcome in (
-            JobSetStateParams(ok_retry, S.RETRYABLE, error=error, delay_seconds=30.0, attempt=1),
-            JobSetStateParams(
-                absurd, S.RETRYABLE, error=error, delay_seconds=absurd_seconds, attempt=1
-            ),
-            JobSetStateParams(
-                absurd_last, S.RETRYABLE, error=error, delay_seconds=absurd_seconds, attempt=1
-            ),
+            retryable(ok_retry, delay_seconds=30.0),
+            retryable(absurd, delay_seconds=absurd_seconds),
+            retryable(absurd_last, delay_seconds=absurd_seconds),
         ):
             completer.add(outcome)
-        completer.complete(done, 1)
+        completer.add(AttemptOutcome.completed(done, 1))
         assert completer.wait_flushed(BOUND), "the batch was not written in time"
 
         assert raw_job(engine, done)["state"] == "completed"
@@ -150,11 +155,7 @@ class TestCompleterRecordsTheRestOfABatch:
         """A late, unrecordable outcome of attempt 1 leaves attempt 2 alone."""
         job_id = insert_job(engine, "k")
         set_running(engine, job_id, attempt=2)
-        completer.add(
-            JobSetStateParams(
-                job_id, S.RETRYABLE, delay_seconds=ABSURD_DELAY.total_seconds(), attempt=1
-            )
-        )
+        completer.add(retryable(job_id, delay_seconds=ABSURD_DELAY.total_seconds()))
         assert completer.wait_flushed(BOUND)
         row = raw_job(engine, job_id)
         assert (row["state"], row["attempt"], row["n_errors"]) == ("running", 2, 0)
@@ -169,10 +170,10 @@ class TestCompleterRecordsTheRestOfABatch:
         set_running(engine, first)
         set_running(engine, later)
         completer.add((first,))  # type: ignore[arg-type]
-        completer.complete(first, 1)  # same batch
+        completer.add(AttemptOutcome.completed(first, 1))  # same batch
         assert completer.wait_flushed(BOUND), "the completer stopped writing"
         assert raw_job(engine, first)["state"] == "completed"
-        completer.complete(later, 1)
+        completer.add(AttemptOutcome.completed(later, 1))
         assert completer.wait_flushed(BOUND), "the completer stopped writing"
         assert raw_job(engine, later)["state"] == "completed"
         assert not completer.stopped.is_set()
@@ -194,10 +195,10 @@ class TestCompleterRecordsTheRestOfABatch:
         completer = BrokenOnce(engine, flush_interval=0.05, batch_size=100)
         completer.start()
         try:
-            completer.complete(lost, 1)
+            completer.add(AttemptOutcome.completed(lost, 1))
             # The failed batch still counts as handled: nothing waits on it for ever.
             assert completer.wait_flushed(BOUND)
-            completer.complete(later, 1)
+            completer.add(AttemptOutcome.completed(later, 1))
             assert completer.wait_flushed(BOUND), "the completer stopped writing"
             assert raw_job(engine, later)["state"] == "completed"
             assert not completer.stopped.is_set()
@@ -292,7 +293,7 @@ class TestProducerSurvivesUndecodableRows:
             # The queue is still fetched: a job inserted now runs.
             after = insert_job(engine, "ok")
             wait_for_state(engine, after, S.COMPLETED, timeout=BOUND)
-            assert worker.producers["default"].stopped.is_set() is False
+            assert worker._producers["default"].stopped.is_set() is False
         assert sorted(ran) == sorted([*first, *more, after])
 
         assert bad["attempt"] == 1

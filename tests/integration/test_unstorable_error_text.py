@@ -22,7 +22,7 @@ from sqlalchemy.engine import URL
 
 from sa_river import InsertOpts, Job, JobState, Workers
 from sa_river.queries.job_fetch import UndecodableJob
-from sa_river.queries.job_outcome import JobSetStateParams
+from sa_river.queries.job_outcome import AttemptOutcome
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.producer import Producer
 
@@ -114,7 +114,7 @@ class TestTheCompletersFallback:
         job_id = insert_job(engine, "k")
         set_running(engine, job_id)
         completer.add(
-            JobSetStateParams(job_id, S.RETRYABLE, error=error, delay_seconds=30.0, attempt=1)
+            AttemptOutcome.retryable(job_id, 1, error=error, delay_seconds=30.0, available=False)
         )
         assert completer.wait_flushed(BOUND), "the outcome was not written in time"
         state, errors = raw_state(engine, job_id)
@@ -133,9 +133,9 @@ class TestTheCompletersFallback:
         set_running(engine, good)
         unstorable = json.dumps({"at": "2024-01-01T00:00:00Z", "attempt": 1, "error": "\udce9"})
         completer.add(
-            JobSetStateParams(bad, S.RETRYABLE, error=unstorable, delay_seconds=30.0, attempt=1)
+            AttemptOutcome.retryable(bad, 1, error=unstorable, delay_seconds=30.0, available=False)
         )
-        completer.complete(good, 1)
+        completer.add(AttemptOutcome.completed(good, 1))
         assert completer.wait_flushed(BOUND)
         assert raw_state(engine, good)[0] == "completed"
         assert raw_state(engine, bad)[0] == "retryable"

@@ -44,7 +44,7 @@ from sa_river import (
     Worker,
     Workers,
 )
-from sa_river.queries.job_outcome import JobSetStateParams, job_set_state_if_running_many
+from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.worker.completer import BatchCompleter
 
 S = JobState
@@ -594,8 +594,8 @@ class TestCompleter:
             changed = job_set_state_if_running_many(
                 conn,
                 [
-                    JobSetStateParams(id=done, state=S.DISCARDED, error=error),
-                    JobSetStateParams(id=running, state=S.DISCARDED, error=error),
+                    AttemptOutcome.discarded(done, 1, error=error),
+                    AttemptOutcome.discarded(running, 1, error=error),
                 ],
             )
         assert changed == {running: S.DISCARDED}
@@ -615,9 +615,9 @@ class TestCompleter:
         completer = BatchCompleter(engine, flush_interval=0.05, batch_size=100)
         completer.start()
         try:
-            completer.add(JobSetStateParams(id=rescued, state=S.COMPLETED))
+            completer.add(AttemptOutcome.completed(rescued, 1))
             for job_id in mine:
-                completer.add(JobSetStateParams(id=job_id, state=S.COMPLETED))
+                completer.add(AttemptOutcome.completed(job_id, 1))
             assert completer.wait_flushed(10)
         finally:
             assert completer.stop(10)
@@ -642,9 +642,9 @@ class TestShutdown:
             assert not starting.is_alive()
             assert took < 10
             assert worker.stopped.is_set()
-            services = [worker.completer, worker.heartbeat, *worker.producers.values()]
-            if worker.elector is not None:
-                services.append(worker.elector)
+            services = [worker._completer, worker._heartbeat, *worker._producers.values()]
+            if worker._elector is not None:
+                services.append(worker._elector)
             assert all(s.stopped.is_set() or not s.started.is_set() for s in services)
 
     def test_stop_lets_a_running_sync_job_finish(self, db_url: URL, engine: Engine) -> None:
@@ -752,7 +752,7 @@ class TestWakeUp:
             pass
 
         with running_worker(db_url, workers, fetch_poll_interval=10) as worker:
-            assert worker.notifier is not None
+            assert worker._notifier is not None
             time.sleep(0.5)  # the start-up fetch is done; the next poll is ~10 s away
             began = time.monotonic()
             job_id = insert_job(engine, "ping")
@@ -770,7 +770,7 @@ class TestWakeUp:
             pass
 
         with running_worker(db_url, workers, poll_only=True, fetch_poll_interval=0.2) as worker:
-            assert worker.notifier is None
+            assert worker._notifier is None
             assert worker.wait_listening(0)
             time.sleep(0.3)
             ids = [insert_job(engine, "ping") for _ in range(3)]
@@ -911,7 +911,7 @@ def test_worker_works_while_the_applications_pool_is_exhausted(db_url: URL, engi
 
         ids = [insert_job(engine, "while_exhausted") for _ in range(5)]
         with running_worker(app_engine, workers) as worker:
-            assert worker.engine is not app_engine
+            assert worker._engine is not app_engine
             for job_id in ids:
                 wait_for_state(engine, job_id, S.COMPLETED, timeout=15)
             assert app_engine.pool.checkedout() == 2  # type: ignore[attr-defined]

@@ -16,7 +16,7 @@ import pytest
 
 from sa_river import Job, JobCancel, JobSnooze, JobState, UnknownJobKindError, Workers
 from sa_river.errors import InvalidJobError
-from sa_river.queries.job_outcome import JobSetStateParams
+from sa_river.queries.job_outcome import AttemptOutcome, OutcomeKind
 from sa_river.types import JobRow
 from sa_river.worker.executor import Executor, JobTimeoutError, outcome_for
 
@@ -55,7 +55,7 @@ def outcome(
     *,
     retry: float = 10.0,
     scheduler_interval: float = 5.0,
-) -> JobSetStateParams:
+) -> AttemptOutcome:
     return outcome_for(
         r or row(),
         exc,
@@ -72,7 +72,7 @@ def raised(exc: Exception) -> Exception:
         return caught
 
 
-def error_of(params: JobSetStateParams) -> dict[str, Any]:
+def error_of(params: AttemptOutcome) -> dict[str, Any]:
     assert params.error is not None
     decoded = json.loads(params.error)
     assert isinstance(decoded, dict)
@@ -84,13 +84,13 @@ def error_of(params: JobSetStateParams) -> dict[str, Any]:
 
 class TestOutcomeFor:
     def test_success_completes(self) -> None:
-        assert outcome(None) == JobSetStateParams(id=1, state=S.COMPLETED, attempt=1)
+        assert outcome(None) == AttemptOutcome.completed(1, 1)
 
     def test_error_within_the_scheduler_interval_is_available_again(self) -> None:
         params = outcome(raised(ValueError("bad")), retry=2.0)
         assert params.state is S.AVAILABLE
         assert params.delay_seconds == 2.0
-        assert params.snoozed is False
+        assert params.kind is OutcomeKind.RETRYABLE
 
     def test_error_beyond_the_scheduler_interval_is_retryable(self) -> None:
         params = outcome(raised(ValueError("bad")), retry=60.0)
@@ -133,21 +133,20 @@ class TestOutcomeFor:
 
     def test_short_snooze_is_available_and_uncounted(self) -> None:
         params = outcome(JobSnooze(timedelta(seconds=3)))
-        assert params == JobSetStateParams(
-            id=1, state=S.AVAILABLE, delay_seconds=3.0, snoozed=True, attempt=1
-        )
+        assert params == AttemptOutcome.snoozed(1, 1, delay_seconds=3.0, available=True)
+        assert params.state is S.AVAILABLE
 
     def test_long_snooze_is_scheduled(self) -> None:
         params = outcome(JobSnooze(600))
         assert params.state is S.SCHEDULED
         assert params.delay_seconds == 600.0
-        assert params.snoozed is True
+        assert params.kind is OutcomeKind.SNOOZED
         assert params.error is None
 
     def test_snooze_on_the_last_attempt_is_not_discarded(self) -> None:
         params = outcome(JobSnooze(1), row(attempt=1, max_attempts=1))
         assert params.state is S.AVAILABLE
-        assert params.snoozed is True
+        assert params.kind is OutcomeKind.SNOOZED
 
     def test_negative_snooze_is_rejected(self) -> None:
         with pytest.raises(InvalidJobError) as info:
@@ -191,11 +190,11 @@ class TestOutcomeFor:
 
 class Collector:
     def __init__(self) -> None:
-        self.outcomes: list[JobSetStateParams] = []
+        self.outcomes: list[AttemptOutcome] = []
         self.done = 0
         self._cond = threading.Condition()
 
-    def report(self, params: JobSetStateParams) -> None:
+    def report(self, params: AttemptOutcome) -> None:
         with self._cond:
             self.outcomes.append(params)
             self._cond.notify_all()
@@ -205,7 +204,7 @@ class Collector:
             self.done += 1
             self._cond.notify_all()
 
-    def wait(self, n: int, timeout: float = 10.0) -> list[JobSetStateParams]:
+    def wait(self, n: int, timeout: float = 10.0) -> list[AttemptOutcome]:
         deadline = time.monotonic() + timeout
         with self._cond:
             while self.done < n:
@@ -234,6 +233,7 @@ def make_executor(collector: Collector) -> Iterator[Any]:
             retry_policy=seconds(60),
             scheduler_interval=5.0,
         )
+        executor.start()
         made.append(executor)
         return executor
 
@@ -267,8 +267,8 @@ class TestExecutor:
 
         executor = make_executor(workers)
         for job_id, kind in enumerate(["ok_sync", "bad_sync", "ok_async", "bad_async"], 1):
-            executor.execute(row(job_id, kind=kind), collector.on_done)
-        states = {o.id: o.state for o in collector.wait(4)}
+            executor.execute_many([row(job_id, kind=kind)], collector.on_done)
+        states = {o.job_id: o.state for o in collector.wait(4)}
         assert states == {1: S.COMPLETED, 2: S.RETRYABLE, 3: S.COMPLETED, 4: S.RETRYABLE}
         assert executor.wait_idle(1)
 
@@ -276,7 +276,7 @@ class TestExecutor:
         self, make_executor: Any, collector: Collector
     ) -> None:
         executor = make_executor(Workers())
-        executor.execute(row(7, kind="ghost"), collector.on_done)
+        executor.execute_many([row(7, kind="ghost")], collector.on_done)
         [params] = collector.wait(1)
         assert params.state is S.RETRYABLE
         assert "no handler registered for kind 'ghost'" in error_of(params)["error"]
@@ -289,7 +289,7 @@ class TestExecutor:
             raise SystemExit(3)
 
         executor = make_executor(workers)
-        executor.execute(row(1, kind="exits"), collector.on_done)
+        executor.execute_many([row(1, kind="exits")], collector.on_done)
         [params] = collector.wait(1)
         assert params.state is S.RETRYABLE
         assert "SystemExit" in error_of(params)["error"]
@@ -312,13 +312,13 @@ class TestExecutor:
 
         executor = make_executor(workers, threads=1)
         try:
-            executor.execute(row(1, kind="hangs"), collector.on_done)
+            executor.execute_many([row(1, kind="hangs")], collector.on_done)
             [timed_out] = collector.wait(1)
             assert "timed out after 0.2s" in error_of(timed_out)["error"]
             # The only thread is stuck, yet a new job runs on its replacement.
-            executor.execute(row(2, kind="quick"), collector.on_done)
+            executor.execute_many([row(2, kind="quick")], collector.on_done)
             outcomes = collector.wait(2)
-            assert outcomes[1] == JobSetStateParams(id=2, state=S.COMPLETED, attempt=1)
+            assert outcomes[1] == AttemptOutcome.completed(2, 1)
         finally:
             release.set()
         assert returned.wait(5)
@@ -341,7 +341,7 @@ class TestExecutor:
                 raise
 
         executor = make_executor(workers)
-        executor.execute(row(1, kind="sleeps"), collector.on_done)
+        executor.execute_many([row(1, kind="sleeps")], collector.on_done)
         [params] = collector.wait(1)
         assert cancelled.is_set()
         assert error_of(params)["error"] == "job timed out after 0.1s"
@@ -356,14 +356,14 @@ class TestExecutor:
             await asyncio.sleep(10)
 
         executor = make_executor(workers)
-        executor.execute(row(1, kind="waits"), collector.on_done)
+        executor.execute_many([row(1, kind="waits")], collector.on_done)
         assert started.wait(5)
         assert executor.cancel(1) is True
         [params] = collector.wait(1)
         assert params.state is S.CANCELLED
         assert executor.cancel(1) is False  # no longer running
 
-    def test_release_all_reports_nothing_and_returns_the_ids(
+    def test_release_all_reports_nothing_and_returns_released_outcomes(
         self, make_executor: Any, collector: Collector
     ) -> None:
         started = threading.Barrier(3)
@@ -382,12 +382,13 @@ class TestExecutor:
 
         executor = make_executor(workers, timeout=None)
         try:
-            executor.execute(row(1, kind="blocks"), collector.on_done)
-            executor.execute(row(2, kind="awaits"), collector.on_done)
+            executor.execute_many([row(1, kind="blocks")], collector.on_done)
+            executor.execute_many([row(2, kind="awaits")], collector.on_done)
             started.wait(5)
             assert sorted(executor.running_ids()) == [1, 2]
             assert not executor.wait_idle(0.05)
-            assert sorted(executor.release_all()) == [1, 2]
+            released = sorted(executor.release_all(), key=lambda o: o.job_id)
+            assert released == [AttemptOutcome.released(1, 1), AttemptOutcome.released(2, 1)]
             assert executor.wait_idle(0)
         finally:
             release.set()
@@ -407,7 +408,7 @@ def test_an_async_handlers_own_timeout_error_is_not_a_job_timeout(
         raise TimeoutError("upstream took too long")
 
     executor = make_executor(workers)
-    executor.execute(row(1, kind="upstream_slow"), collector.on_done)
+    executor.execute_many([row(1, kind="upstream_slow")], collector.on_done)
     [params] = collector.wait(1)
     error = error_of(params)
     assert error["error"] == "TimeoutError: upstream took too long"
@@ -427,7 +428,7 @@ def test_an_async_handler_raising_cancelled_error_itself_frees_its_slot(
         raise asyncio.CancelledError()
 
     executor = make_executor(workers, timeout=timeout)
-    executor.execute(row(1, kind="self_cancelling"), collector.on_done)
+    executor.execute_many([row(1, kind="self_cancelling")], collector.on_done)
     [params] = collector.wait(1)
     assert params.state is S.RETRYABLE
     assert "cancelled" in error_of(params)["error"]
@@ -461,7 +462,7 @@ class TestCancelRace:
 
             canceller = threading.Thread(target=cancel_as_soon_as_registered)
             canceller.start()
-            executor.execute(row(job_id, kind="sleeps"), collector.on_done)
+            executor.execute_many([row(job_id, kind="sleeps")], collector.on_done)
             canceller.join(5)
             assert cancelled.is_set()
         outcomes = collector.wait(rounds, timeout=10)

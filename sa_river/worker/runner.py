@@ -1,0 +1,478 @@
+"""The runner: ``Worker`` fetches, runs and completes jobs on an Engine of its own.
+
+>>> worker = sa_river.Worker("postgresql+psycopg://app@db/app", workers,
+...                          queues={"default": 10, "mail": 5})        # doctest: +SKIP
+>>> worker.run()          # blocks; SIGTERM/SIGINT stop it gracefully  # doctest: +SKIP
+
+or, embedded in an application::
+
+    worker.start()
+    ...
+    worker.stop()         # finishes running jobs (up to shutdown_timeout), then returns
+
+The runner never uses the application's connection pool: it builds its own Engine from the
+URL (or from an Engine's URL), sized to its own services, so an application that holds every
+connection of its pool cannot stop jobs from being fetched or completed.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from types import FrameType
+from typing import Any
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from sa_river.config import QUEUES_DEFAULT, WorkerConfig
+from sa_river.elector import Elector
+from sa_river.errors import ConfigError, SchemaNotReadyError, one_line
+from sa_river.maintenance import QueueMaintainer
+from sa_river.notifier import Notifier
+from sa_river.periodic import PeriodicJob, validate_periodic_jobs
+from sa_river.queries.client import missing_tables
+from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
+from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
+from sa_river.service import Service
+from sa_river.urls import redact_url
+from sa_river.worker.completer import BatchCompleter
+from sa_river.worker.executor import Executor
+from sa_river.worker.heartbeat import Heartbeat
+from sa_river.worker.producer import Producer
+from sa_river.workers import Workers
+
+__all__ = ["Worker", "database_url", "runner_pool_size"]
+
+_REQUIRED_TABLES = ("river_job", "river_leader", "river_queue", "sa_river_client")
+
+logger = logging.getLogger("sa_river.worker")
+
+_SYNC_DRIVER = "postgresql+psycopg"
+
+
+def database_url(database: str | URL | Engine) -> URL:
+    """The sync psycopg URL of ``database``; a clear error for a malformed one."""
+    if isinstance(database, Engine):
+        url = database.url
+    elif isinstance(database, URL):
+        url = database
+    elif isinstance(database, str):
+        try:
+            url = make_url(database)
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            raise ConfigError(
+                "database_url",
+                f"cannot parse '{redact_url(database)}'; "
+                "expected postgresql+psycopg://user@host/dbname",
+            ) from None
+    else:
+        raise ConfigError(
+            "database_url", f"expected a URL string, URL or Engine, got {type(database).__name__}"
+        )
+    if url.get_backend_name() == "postgres":  # postgres://..., as Heroku and libpq spell it
+        url = url.set(drivername=_SYNC_DRIVER)
+    if url.get_backend_name() != "postgresql":
+        raise ConfigError(
+            "database_url",
+            f"sa_river needs PostgreSQL, got {url.render_as_string(hide_password=True)}",
+        )
+    return url.set(drivername=_SYNC_DRIVER)
+
+
+_FIXED_CONNECTIONS = 6
+"""Connections of the runner's pool besides one per producer: the completer, the heartbeat,
+the elector, two for the leader's maintenance services (each holds one only for its statement,
+and they seldom run at once), and one for a release or schema check at start and stop."""
+
+_POOL_OVERFLOW = 4
+"""Extra connections for a burst (maintenance services running together, a reconnect while an
+old connection is still being closed), closed again when returned."""
+
+
+def runner_pool_size(config: WorkerConfig) -> int:
+    """Connections the runner keeps in its own pool: one per queue's producer (each holds its
+    connection between fetches) plus :data:`_FIXED_CONNECTIONS`."""
+    return len(config.queues) + _FIXED_CONNECTIONS
+
+
+class Worker:
+    """Runs the jobs of ``queues`` with the handlers in ``workers``.
+
+    ``database`` is a URL or an Engine; the runner builds an Engine of its own either way.
+    Settings are :class:`~sa_river.config.WorkerConfig` fields, given as ``config=`` or as
+    keyword arguments (``job_timeout=``, ``poll_only=``, ``shutdown_timeout=``...).
+    """
+
+    def __init__(
+        self,
+        database: str | URL | Engine,
+        workers: Workers,
+        queues: Mapping[str, int] | None = None,
+        *,
+        config: WorkerConfig | None = None,
+        periodic_jobs: Sequence[PeriodicJob] = (),
+        **settings: Any,
+    ) -> None:
+        if config is None:
+            # An empty mapping or a non-mapping is WorkerConfig's to reject (naming "queues"),
+            # not to be replaced by the default or to fail inside dict().
+            chosen: Any = dict(QUEUES_DEFAULT) if queues is None else queues
+            if isinstance(chosen, Mapping):
+                chosen = dict(chosen)
+            config = WorkerConfig(queues=chosen, **settings)
+        elif queues is not None or settings:
+            raise ConfigError("config", "pass either config= or queues/settings, not both")
+        self.config = config
+        self.workers = workers
+        self.url = database_url(database)
+        self._periodic_jobs = validate_periodic_jobs(periodic_jobs)
+        if self._periodic_jobs and not config.maintenance:
+            raise ConfigError("periodic_jobs", "periodic jobs need maintenance=True (a leader)")
+        self._engine = create_engine(
+            self.url,
+            pool_size=runner_pool_size(config),
+            max_overflow=_POOL_OVERFLOW,
+            pool_timeout=config.pool_timeout,
+            pool_pre_ping=True,
+        )
+        self._completer = BatchCompleter(
+            self._engine,
+            flush_interval=config.completer_flush_interval,
+            batch_size=config.completer_batch_size,
+            give_up_after=config.shutdown_timeout,
+        )
+        self._executor = Executor(
+            workers,
+            self._completer.add,
+            threads=config.total_slots,
+            default_timeout=config.job_timeout,
+            retry_policy=config.retry_policy,
+            scheduler_interval=config.scheduler_interval,
+        )
+        self._producers = {
+            queue: Producer(
+                self._engine,
+                queue=queue,
+                limit=limit,
+                client_id=config.client_id,
+                execute=self._executor.execute_many,
+                poll_interval=config.fetch_poll_interval,
+                cooldown=config.fetch_cooldown,
+            )
+            for queue, limit in config.queues.items()
+        }
+        self._heartbeat = Heartbeat(
+            self._engine,
+            client_id=config.client_id,
+            queues=list(config.queues),
+            interval=config.heartbeat_interval,
+            on_registered=self._start_producers,
+            on_superseded=self._on_superseded,
+        )
+        # Both None without maintenance: this runner then never leads.
+        self._elector: Elector | None = None
+        self._maintainer: QueueMaintainer | None = None
+        if config.maintenance:
+            self._elector = Elector(
+                self._engine,
+                leader_id=config.client_id,
+                interval=config.elect_interval,
+                ttl=config.leader_ttl,
+                attempt_timeout=min(5.0, config.leader_ttl / 3),
+            )
+            self._maintainer = QueueMaintainer(self._maintenance_services)
+            self._elector.subscribe(self._maintainer.on_leadership)
+        # None in poll-only mode: producers then wake on their poll interval alone.
+        self._notifier: Notifier | None = None
+        if not config.poll_only:
+            self._notifier = Notifier(self.url, connect_timeout=config.pool_timeout)
+            self._notifier.subscribe(TOPIC_INSERT, self._on_insert)
+            self._notifier.subscribe(TOPIC_CONTROL, self._on_control)
+            if self._elector is not None:
+                self._notifier.subscribe(TOPIC_LEADERSHIP, self._elector.on_leadership_notification)
+        # Reentrant: start() holds it throughout, and its first heartbeat starts the producers
+        # (_start_producers) on the same thread. A stop() arriving mid-start (a signal) waits
+        # for the start to finish, then undoes all of it.
+        self._state_lock = threading.RLock()
+        self._started = False
+        self._stopping = False
+        self._hard_stop = threading.Event()
+        self.stopped = threading.Event()
+
+    @property
+    def client_id(self) -> str:
+        """This runner's id, recorded in ``attempted_by`` of every job it fetches."""
+        return self.config.client_id
+
+    def __enter__(self) -> Worker:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start fetching and working in background threads; returns at once.
+
+        Raises :class:`~sa_river.SchemaNotReadyError` if the river tables are missing. An
+        unreachable database does not stop the start: every loop retries with backoff.
+        """
+        with self._state_lock:
+            if self._started or self._stopping:
+                return
+            self._check_schema()
+            self._started = True
+            self._start_services()
+
+    def _start_services(self) -> None:
+        config = self.config
+        self._completer.start()
+        self._executor.start()
+        if self._notifier is not None:
+            self._notifier.start()
+        try:
+            # Register before fetching (the producers start once it has succeeded): a job
+            # fetched before this start's row exists would look like a dead predecessor's.
+            self._heartbeat.beat()
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "first heartbeat failed (%s); the heartbeat thread retries, and fetching "
+                "starts once it succeeds",
+                one_line(exc),
+            )
+        self._heartbeat.start()
+        if self._elector is not None:
+            self._elector.start()
+        logger.info(
+            "worker %s started: queues %s, %d handlers",
+            self.client_id,
+            dict(config.queues),
+            len(self.workers),
+            extra={"event": "worker_started"},
+        )
+
+    def _start_producers(self) -> None:
+        """Called by the heartbeat once this start is registered (on its thread or ours)."""
+        with self._state_lock:
+            if self._stopping:
+                return
+            for producer in self._producers.values():
+                producer.start()
+
+    def _on_superseded(self) -> None:
+        # A newer process registered this runner's id: the jobs this one started before
+        # then are being rescued, so it must take no more under a name it no longer owns.
+        threading.Thread(target=self.stop, name="sa_river.stopper", daemon=True).start()
+
+    def wait_listening(self, timeout: float = 5.0) -> bool:
+        """Wait until the LISTEN connection is up (true at once in poll-only mode)."""
+        return self._notifier is None or self._notifier.connected.wait(timeout)
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop gracefully: no new fetches, running jobs get ``shutdown_timeout`` to finish,
+        then unfinished ones are cancelled and returned to ``available`` (attempt not
+        counted), outcomes are flushed and connections closed.
+        """
+        with self._state_lock:
+            if self._stopping or not self._started:
+                already = self._stopping
+                self._stopping = True
+                if not already and not self._started:
+                    self._close()
+                    return
+            else:
+                self._stopping = True
+                already = False
+        if already:
+            self.stopped.wait(timeout)
+            return
+        grace = self.config.shutdown_timeout if timeout is None else timeout
+        for producer in self._producers.values():
+            producer.stop(0)
+        for producer in self._producers.values():
+            # A fetch in flight is bounded by the pool and statement timeouts: wait for it,
+            # or its jobs would land after the release below and stay running.
+            producer.stop(self.config.pool_timeout + 30)
+        # Resign early so another runner takes over leadership while our jobs finish.
+        self._stop_leadership()
+        deadline = time.monotonic() + grace
+        while not self._executor.wait_idle(0.05):
+            if self._hard_stop.is_set() or time.monotonic() >= deadline:
+                break
+        released = self._executor.release_all()
+        self._completer.stop(grace + 5)
+        if released:
+            self._release(released)
+        self._close()
+        logger.info("worker %s stopped", self.client_id, extra={"event": "worker_stopped"})
+
+    def stop_hard(self) -> None:
+        """Stop now: running jobs are cancelled and returned to ``available`` at once."""
+        self._hard_stop.set()
+        self.stop()
+
+    def _release(self, released: list[AttemptOutcome]) -> None:
+        try:
+            with self._engine.begin() as conn:
+                # Fenced by attempt: a job rescued and re-fetched elsewhere is left alone.
+                job_set_state_if_running_many(conn, released)
+            logger.warning(
+                "worker %s: %d unfinished jobs returned to available",
+                self.client_id,
+                len(released),
+                extra={"event": "jobs_released"},
+            )
+        except SQLAlchemyError as exc:
+            logger.error(
+                "worker %s: could not return %d running jobs (%s); the rescuer will",
+                self.client_id,
+                len(released),
+                one_line(exc),
+            )
+
+    def _stop_leadership(self) -> None:
+        if self._elector is not None:
+            self._elector.stop(self.config.leader_ttl)
+        if self._maintainer is not None:
+            self._maintainer.stop()
+
+    def _check_schema(self) -> None:
+        try:
+            with self._engine.connect() as conn:
+                missing = missing_tables(conn, _REQUIRED_TABLES)
+        except SQLAlchemyError as exc:
+            logger.warning(
+                "could not check the river tables (%s); starting anyway, connections are retried",
+                one_line(exc),
+            )
+            return
+        if missing:
+            self._engine.dispose()
+            raise SchemaNotReadyError(
+                f"the river tables are missing from {self.url.render_as_string()} "
+                f"({', '.join(missing)}): run python -m sa_river migrate up"
+            )
+
+    def is_leader(self) -> bool:
+        """True while this runner is the elected leader (and runs the maintenance)."""
+        return self._elector is not None and self._elector.is_leader()
+
+    def running_job_ids(self) -> list[int]:
+        """Ids of the jobs this runner has in flight (fetched, outcome not yet reported)."""
+        return self._executor.running_ids()
+
+    def _maintenance_services(self) -> list[Service]:
+        from sa_river.maintenance.cleaner import JobCleaner
+        from sa_river.maintenance.queue_cleaner import QueueCleaner
+        from sa_river.maintenance.rescuer import JobRescuer
+        from sa_river.maintenance.scheduler import JobScheduler
+
+        config = self.config
+        is_leader = self.is_leader
+        services: list[Service] = [
+            JobScheduler(
+                self._engine,
+                interval=config.scheduler_interval,
+                is_leader=is_leader,
+                lookahead=config.scheduler_interval,
+            ),
+            JobRescuer(
+                self._engine,
+                interval=config.rescuer_interval,
+                is_leader=is_leader,
+                heartbeat_ttl=config.rescue_heartbeat_ttl,
+                stuck_after=config.rescue_stuck_after,
+                last_database_trouble=lambda: self._heartbeat.last_failure,
+            ),
+            JobCleaner(
+                self._engine,
+                interval=config.cleaner_interval,
+                is_leader=is_leader,
+                completed_retention=config.completed_retention,
+                cancelled_retention=config.cancelled_retention,
+                discarded_retention=config.discarded_retention,
+            ),
+            QueueCleaner(
+                self._engine,
+                interval=config.queue_cleaner_interval,
+                is_leader=is_leader,
+                retention=config.queue_retention,
+            ),
+        ]
+        if self._periodic_jobs:
+            from sa_river.maintenance.periodic import PeriodicJobEnqueuer
+
+            services.append(
+                PeriodicJobEnqueuer(self._engine, jobs=self._periodic_jobs, is_leader=is_leader)
+            )
+        return services
+
+    def _close(self) -> None:
+        self._stop_leadership()
+        if self._notifier is not None:
+            self._notifier.stop(2)
+        self._heartbeat.stop(5)
+        self._executor.shutdown()
+        self._engine.dispose()
+        self.stopped.set()
+
+    def run(self, *, install_signal_handlers: bool = True) -> None:
+        """Start and block until stopped. The first SIGINT/SIGTERM stops gracefully, a second
+        one stops hard. Signal handlers are installed only on the main thread.
+        """
+        if install_signal_handlers and threading.current_thread() is threading.main_thread():
+            previous = {
+                sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
+            }
+        else:
+            previous = {}
+        try:
+            self.start()
+            while not self.stopped.wait(0.2):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self._stopping:
+            logger.warning("second signal: stopping hard", extra={"event": "worker_hard_stop"})
+            self._hard_stop.set()
+            return
+        logger.info(
+            "signal %s: stopping gracefully (again to stop hard)",
+            signal.Signals(signum).name,
+            extra={"event": "worker_soft_stop"},
+        )
+        threading.Thread(target=self.stop, name="sa_river.stopper", daemon=True).start()
+
+    # -- notifications --------------------------------------------------------------------
+
+    def _on_insert(self, payload: dict[str, Any] | None) -> None:
+        if payload is None:
+            for producer in self._producers.values():
+                producer.notify_insert()
+            return
+        woken = self._producers.get(str(payload.get("queue")))
+        if woken is not None:
+            woken.notify_insert()
+
+    def _on_control(self, payload: dict[str, Any] | None) -> None:
+        if payload is None:
+            return
+        action = payload.get("action")
+        if action == "cancel":
+            job_id = payload.get("job_id")
+            if isinstance(job_id, int):
+                self._executor.cancel(job_id)
+        elif action == "resume":
+            resumed = self._producers.get(str(payload.get("queue")))
+            if resumed is not None:
+                resumed.notify_insert()
