@@ -27,7 +27,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from sa_river.errors import is_transient_error, one_line
 from sa_river.queries.job_outcome import (
     AttemptOutcome,
     OutcomeKind,
+    job_set_state_if_running_count,
     job_set_state_if_running_many,
 )
 from sa_river.retry import FALLBACK_RETRY_SECONDS, Backoff
@@ -175,7 +176,9 @@ class BatchCompleter(Service):
         started = time.monotonic()
         changed: int | None
         try:
-            changed = self._execute(partial(_write_outcomes, outcomes=batch), started)
+            changed = self._execute(
+                partial(job_set_state_if_running_count, outcomes=batch), started
+            )
         except _GaveUp as exc:
             self._log_gave_up(len(batch), started, exc)
             return
@@ -206,7 +209,9 @@ class BatchCompleter(Service):
         changed = 0
         for i, outcome in enumerate(batch):
             try:
-                changed += self._execute(partial(_write_outcomes, outcomes=[outcome]), started)
+                changed += self._execute(
+                    partial(job_set_state_if_running_count, outcomes=[outcome]), started
+                )
             except _GaveUp as exc:
                 self._log_gave_up(len(batch) - i, started, exc)
                 return None
@@ -330,11 +335,6 @@ class BatchCompleter(Service):
             exc,
             extra={"event": "completer_gave_up"},
         )
-
-
-def _write_outcomes(conn: Connection, outcomes: Sequence[AttemptOutcome]) -> int:
-    """How many of ``outcomes`` were written (the others' attempts were no longer running)."""
-    return len(job_set_state_if_running_many(conn, outcomes))
 
 
 def fallback_error_json(attempt: int, message: str, *, trace: str = "") -> str:
