@@ -9,8 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Connection, Float, Table, Text, cast, delete, func, literal, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Float,
+    Table,
+    Text,
+    and_,
+    cast,
+    delete,
+    func,
+    literal,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.sql import bindparam
 
@@ -40,6 +54,23 @@ class LeaderTerm:
     expires_at: datetime
 
 
+_TERM_COLUMNS = (leader_table.c.leader_id, leader_table.c.elected_at, leader_table.c.expires_at)
+
+
+def _term(row: Any) -> LeaderTerm | None:
+    return None if row is None else LeaderTerm(row.leader_id, row.elected_at, row.expires_at)
+
+
+def _is_this_term() -> ColumnElement[bool]:
+    """The stored row is the term of ``:holder_id`` elected at ``:term`` (the guard of every
+    statement that extends or ends a term)."""
+    return and_(
+        leader_table.c.name == LEADER_NAME,
+        leader_table.c.leader_id == bindparam("holder_id", type_=Text),
+        leader_table.c.elected_at == bindparam("term"),
+    )
+
+
 def _ttl() -> object:
     return func.make_interval(0, 0, 0, 0, 0, 0, bindparam("ttl_seconds", type_=Float))
 
@@ -65,10 +96,9 @@ def leader_attempt_elect(conn: Connection, *, leader_id: str, ttl: float) -> Lea
             expires_at=func.now() + _ttl(),
         )
         .on_conflict_do_nothing(index_elements=["name"])
-        .returning(leader_table.c.leader_id, leader_table.c.elected_at, leader_table.c.expires_at)
+        .returning(*_TERM_COLUMNS)
     )
-    row = conn.execute(stmt, {"candidate_id": leader_id, "ttl_seconds": ttl}).first()
-    return None if row is None else LeaderTerm(row.leader_id, row.elected_at, row.expires_at)
+    return _term(conn.execute(stmt, {"candidate_id": leader_id, "ttl_seconds": ttl}).first())
 
 
 def leader_attempt_reelect(
@@ -81,28 +111,20 @@ def leader_attempt_reelect(
     """
     stmt = (
         update(leader_table)
-        .where(
-            leader_table.c.name == LEADER_NAME,
-            leader_table.c.leader_id == bindparam("holder_id", type_=Text),
-            leader_table.c.elected_at == bindparam("term"),
-            leader_table.c.expires_at >= func.now(),
-        )
+        .where(_is_this_term(), leader_table.c.expires_at >= func.now())
         .values(expires_at=func.now() + _ttl())
-        .returning(leader_table.c.leader_id, leader_table.c.elected_at, leader_table.c.expires_at)
+        .returning(*_TERM_COLUMNS)
     )
-    row = conn.execute(stmt, {"holder_id": leader_id, "term": term, "ttl_seconds": ttl}).first()
-    return None if row is None else LeaderTerm(row.leader_id, row.elected_at, row.expires_at)
+    return _term(
+        conn.execute(stmt, {"holder_id": leader_id, "term": term, "ttl_seconds": ttl}).first()
+    )
 
 
 def leader_resign(conn: Connection, *, leader_id: str, term: datetime) -> bool:
     """End this runner's term and tell followers (NOTIFY), in one statement."""
     deleted = (
         delete(leader_table)
-        .where(
-            leader_table.c.name == LEADER_NAME,
-            leader_table.c.leader_id == bindparam("holder_id", type_=Text),
-            leader_table.c.elected_at == bindparam("term"),
-        )
+        .where(_is_this_term())
         .returning(leader_table.c.leader_id)
         .cte("resigned")
     )
@@ -120,7 +142,4 @@ def leader_resign(conn: Connection, *, leader_id: str, term: datetime) -> bool:
 
 def leader_get(conn: Connection) -> LeaderTerm | None:
     """The current term, expired or not, or ``None``."""
-    row = conn.execute(
-        select(leader_table.c.leader_id, leader_table.c.elected_at, leader_table.c.expires_at)
-    ).first()
-    return None if row is None else LeaderTerm(row.leader_id, row.elected_at, row.expires_at)
+    return _term(conn.execute(select(*_TERM_COLUMNS)).first())
