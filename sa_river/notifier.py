@@ -21,8 +21,9 @@ from sa_river.errors import one_line
 from sa_river.queries.notify import CURRENT_SCHEMA_SQL, listen_statement
 from sa_river.retry import Backoff
 from sa_river.service import Service
+from sa_river.urls import libpq_dsn
 
-__all__ = ["Notifier", "libpq_dsn"]
+__all__ = ["Notifier"]
 
 logger = logging.getLogger("sa_river.notifier")
 
@@ -34,13 +35,11 @@ _BACKOFF_START = 0.1
 _BACKOFF_MAX = 5.0
 
 
-def libpq_dsn(url: URL) -> str:
-    """A libpq connection string for a SQLAlchemy URL (the driver name dropped)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class Notifier(Service):
-    """LISTENs on ``<schema>.<topic>`` for each subscribed topic."""
+    """LISTENs on ``<schema>.<topic>`` for each subscribed topic.
+
+    ``url`` is the runner's: the LISTEN connection goes where its Engine's connections go.
+    """
 
     def __init__(self, url: URL, *, connect_timeout: float = 5.0) -> None:
         super().__init__("notifier")

@@ -74,25 +74,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addini(_INI, help_text, default=None)
 
 
-def _sync_url(url: URL) -> URL:
-    """``url`` with a sync psycopg driver (a plain or async URL is accepted too)."""
-    backend, _, driver = url.drivername.partition("+")
-    if backend not in ("postgresql", "postgres"):
-        raise pytest.UsageError(f"sa_river needs a PostgreSQL URL, got {url.drivername!r}")
-    if driver in ("", "asyncpg", "psycopg_async"):
-        return url.set(drivername="postgresql+psycopg")
-    return url
+def _server_url(text: str, source: str) -> URL:
+    """The configured server's URL as the fixtures give it: with the psycopg 3 driver, which
+    the fixture ``sa_river_database_url`` promises and a ``sa_river.Worker`` runs on,
+    whatever driver ``text`` names. A URL sa_river cannot use is a usage error naming
+    ``source``, where it was configured, with the password hidden."""
+    from sa_river.urls import DatabaseUrlError, runner_url
+
+    try:
+        return runner_url(text)
+    except DatabaseUrlError as exc:
+        raise pytest.UsageError(f"{source}: {exc.reason}") from None
 
 
-def _configured_url(config: pytest.Config) -> str | None:
+def _configured_url(config: pytest.Config) -> tuple[str, str] | None:
+    """The configured server URL and where it was configured, first match winning."""
     option = config.getoption("sa_river_database_url", default=None)
     if option:
-        return str(option)
+        return str(option), _OPTION
     env = os.environ.get(DATABASE_URL_ENV)
     if env:
-        return env
+        return env, DATABASE_URL_ENV
     ini = config.getini(_INI)
-    return str(ini) if ini else None
+    return (str(ini), f"ini option {_INI}") if ini else None
 
 
 @pytest.fixture(scope="session")
@@ -100,11 +104,9 @@ def sa_river_server_url(
     pytestconfig: pytest.Config, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[URL]:
     """The server the throw-away databases are made on (see the module docstring)."""
-    from sqlalchemy.engine import make_url
-
     configured = _configured_url(pytestconfig)
     if configured:
-        yield _sync_url(make_url(configured))
+        yield _server_url(*configured)
         return
     import warnings
 
@@ -125,7 +127,7 @@ def sa_river_server_url(
         server = pgserver.get_server(  # type: ignore[attr-defined]
             tmp_path_factory.mktemp("sa_river_pg"), cleanup_mode="stop"
         )
-    yield make_url(server.get_uri()).set(drivername="postgresql+psycopg", password=None)
+    yield _server_url(server.get_uri(), "pgserver").set(password=None)
 
 
 class _Databases:
