@@ -4,7 +4,7 @@
 
 Runs ``python -m sa_river bench`` with the enqueue workloads only (``enqueue-single``,
 ``enqueue-batch``, ``enqueue-unique``, ``enqueue-copy``); every other option is passed on.
-The workloads and their ceilings are described in :mod:`sa_river.bench`.
+The workloads and their ceilings are described in :mod:`sa_river.tools.bench.workloads`.
 """
 
 from __future__ import annotations

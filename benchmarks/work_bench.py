@@ -6,7 +6,7 @@ wrapper.
 
 Runs ``python -m sa_river bench`` with the work workloads only (``burn-down``, ``continuous``,
 ``latency``); every other option is passed on. The workloads and their ceilings are described
-in :mod:`sa_river.bench`.
+in :mod:`sa_river.tools.bench.workloads`.
 """
 
 from __future__ import annotations

@@ -741,7 +741,7 @@ def add_demo_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     parser = commands.add_parser(
         "demo",
         help="enqueue a batch of demo jobs and work them, with a progress bar",
-        description="Enqueue demo jobs (sa_river.examples.demo) and run a worker until they "
+        description="Enqueue demo jobs (sa_river.tools.demo) and run a worker until they "
         "are all finished. With no database URL an embedded PostgreSQL is used.",
     )
     _add_database_url(parser)
@@ -757,9 +757,9 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from sqlalchemy import create_engine
 
     from sa_river.enqueue import InsertManyParams, insert_many
-    from sa_river.examples.demo import DEMO_OPTS, demo_jobs, workers
     from sa_river.logfmt import configure_logging
     from sa_river.queries.job_admin import job_count_by_state, job_count_with_errors
+    from sa_river.tools.demo import DEMO_OPTS, demo_jobs, workers
     from sa_river.types import JobState
     from sa_river.worker import Worker
 
@@ -905,7 +905,7 @@ def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:
 
 def add_bench_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     """Register ``bench``."""
-    from sa_river.bench import WORKLOADS
+    from sa_river.tools.bench.workloads import WORKLOADS
 
     parser = commands.add_parser(
         "bench",
@@ -955,7 +955,12 @@ def add_bench_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    from sa_river.bench import WORKLOADS, BenchOptions, bench_main, default_server_url
+    from sa_river.tools.bench.workloads import (
+        WORKLOADS,
+        BenchOptions,
+        bench_main,
+        default_server_url,
+    )
 
     chosen = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
     unknown = sorted(set(chosen) - set(WORKLOADS))

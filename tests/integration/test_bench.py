@@ -13,7 +13,7 @@ import sys
 
 from sqlalchemy.engine import URL
 
-from sa_river.bench import WORKLOADS
+from sa_river.tools.bench.workloads import WORKLOADS
 
 EXPECTED_ROWS = {
     "enqueue-single",

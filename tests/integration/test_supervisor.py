@@ -207,7 +207,7 @@ def test_supervised_children_do_not_show_the_database_password_from_the_option(
 ) -> None:
     url, password = _url_with_password(db_url)
     env = {k: v for k, v in os.environ.items() if k != "SA_RIVER_DATABASE_URL"}
-    argv = ["--app", "sa_river.examples.demo:workers", "--database-url", url]
+    argv = ["--app", "sa_river.tools.demo:workers", "--database-url", url]
     proc, children = _run_until_two_children(argv, env, engine, tmp_path)
     try:
         for pid in children.values():
@@ -226,7 +226,7 @@ def test_supervisor_and_children_do_not_show_the_database_password_from_the_envi
     url, password = _url_with_password(db_url)
     env = dict(os.environ, SA_RIVER_DATABASE_URL=url)
     proc, children = _run_until_two_children(
-        ["--app", "sa_river.examples.demo:workers"], env, engine, tmp_path
+        ["--app", "sa_river.tools.demo:workers"], env, engine, tmp_path
     )
     try:
         for pid in [proc.pid, *children.values()]:

@@ -219,7 +219,7 @@ URL_COMMANDS = [
     pytest.param(["migrate", "current"], id="migrate-current"),
     pytest.param(["status"], id="status"),
     pytest.param(["enqueue", "--kind", "k"], id="enqueue"),
-    pytest.param(["worker", "--app", "sa_river.examples.demo:workers"], id="worker"),
+    pytest.param(["worker", "--app", "sa_river.tools.demo:workers"], id="worker"),
     pytest.param(["demo"], id="demo"),
     pytest.param(["bench"], id="bench"),
 ]
@@ -289,7 +289,7 @@ def test_redact_url_hides_passwords_sqlalchemy_would_misparse(
 
 # --- worker settings ------------------------------------------------------------------------------
 
-WORKER = ["worker", "--app", "sa_river.examples.demo:workers"]
+WORKER = ["worker", "--app", "sa_river.tools.demo:workers"]
 
 
 def test_worker_flags_reach_the_worker_config() -> None:

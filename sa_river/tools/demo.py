@@ -3,7 +3,7 @@
 It shows the usual shapes of a job: a typed args class, a sync handler and an async one, a
 failure that is retried with backoff, and a snooze.
 
-Run your own worker on it with ``python -m sa_river worker --app sa_river.examples.demo:workers``.
+Run your own worker on it with ``python -m sa_river worker --app sa_river.tools.demo:workers``.
 """
 
 from __future__ import annotations

@@ -66,8 +66,8 @@ import sa_river
 from sa_river import migrate
 from sa_river.args import JobArgs
 from sa_river.options import InsertOpts, UniqueOpts
-from sa_river.queries import bench as q
-from sa_river.queries.bench import fetch_plan_index, job_fetch_plan
+from sa_river.tools.bench import sql as q
+from sa_river.tools.bench.sql import fetch_plan_index, job_fetch_plan
 from sa_river.workers import Job, Workers
 
 __all__ = [
@@ -131,7 +131,7 @@ class BenchUniqueJob(
 
 
 BENCH_WORKERS = Workers()
-"""The registry ``python -m sa_river worker --app sa_river.bench:BENCH_WORKERS`` runs."""
+"""The registry the bench's worker processes run (``--app`` of :class:`WorkerProcesses`)."""
 
 
 @BENCH_WORKERS.handler(BenchJob)
@@ -512,7 +512,7 @@ class WorkerProcesses:
             "sa_river",
             "worker",
             "--app",
-            "sa_river.bench:BENCH_WORKERS",
+            "sa_river.tools.bench.workloads:BENCH_WORKERS",
             "--queue",
             f"default={concurrency}",
             "--log-level",
