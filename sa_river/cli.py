@@ -752,60 +752,15 @@ def add_demo_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
-    import time
-
-    from sqlalchemy import create_engine
-
-    from sa_river.enqueue import InsertManyParams, insert_many
     from sa_river.logfmt import configure_logging
-    from sa_river.queries.job_admin import job_count_by_state, job_count_with_errors
-    from sa_river.tools.demo import DEMO_OPTS, demo_jobs, workers
-    from sa_river.types import JobState
-    from sa_river.worker import Worker
+    from sa_river.tools.demo import run_demo
 
     configure_logging("WARNING")
     url = _database_url_or_embedded(args, out)
-    engine = create_engine(url, pool_size=1)
-    try:
-        results = insert_many(
-            engine, [InsertManyParams(job, DEMO_OPTS) for job in demo_jobs(args.count)]
-        )
-        ids = [r.job.id for r in results]
-        print(f"enqueued {len(results)} demo jobs; working them", file=out)
-        worker = Worker(url, workers, {"default": args.concurrency})
-        started = time.monotonic()
-        worker.start()
-        try:
-            done = 0
-            while time.monotonic() - started < args.timeout:
-                with engine.begin() as conn:
-                    done = job_count_by_state(conn, ids=ids).get(JobState.COMPLETED, 0)
-                _progress(out, done, len(results))
-                if done >= len(results):
-                    break
-                time.sleep(0.1)
-        finally:
-            worker.stop()
-        elapsed = time.monotonic() - started
-        with engine.begin() as conn:
-            retried = job_count_with_errors(conn, ids)
-        print(file=out)
-        print(
-            f"{done}/{len(results)} demo jobs completed in {elapsed:.1f}s "
-            f"({retried} needed a retry after an error)",
-            file=out,
-        )
-    finally:
-        engine.dispose()
-    return EXIT_OK if done >= len(results) else EXIT_ERROR
-
-
-def _progress(out: TextIO, done: int, total: int, width: int = 30) -> None:
-    filled = width * done // max(total, 1)
-    bar = "#" * filled + "-" * (width - filled)
-    end = "\r" if out.isatty() else "\n"
-    out.write(f"[{bar}] {done}/{total} completed{end}")
-    out.flush()
+    finished = run_demo(
+        url, count=args.count, concurrency=args.concurrency, timeout=args.timeout, out=out
+    )
+    return EXIT_OK if finished else EXIT_ERROR
 
 
 def add_status_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
@@ -905,7 +860,7 @@ def _table(out: TextIO, header: list[str], rows: list[list[str]]) -> None:
 
 def add_bench_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     """Register ``bench``."""
-    from sa_river.tools.bench.workloads import WORKLOADS
+    from sa_river.tools.bench.report import WORKLOADS
 
     parser = commands.add_parser(
         "bench",
@@ -955,12 +910,8 @@ def add_bench_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    from sa_river.tools.bench.workloads import (
-        WORKLOADS,
-        BenchOptions,
-        bench_main,
-        default_server_url,
-    )
+    from sa_river.tools.bench.report import WORKLOADS, BenchOptions
+    from sa_river.tools.bench.run import bench_main, default_server_url
 
     chosen = tuple(w.strip() for w in args.workloads.split(",") if w.strip())
     unknown = sorted(set(chosen) - set(WORKLOADS))

@@ -1,7 +1,8 @@
 """The demo app: ``python -m sa_river demo`` enqueues a batch of these and works them.
 
 It shows the usual shapes of a job: a typed args class, a sync handler and an async one, a
-failure that is retried with backoff, and a snooze.
+failure that is retried with backoff, and a snooze. :func:`run_demo` is the command itself, so
+the command line only parses its flags.
 
 Run your own worker on it with ``python -m sa_river worker --app sa_river.tools.demo:workers``.
 """
@@ -12,10 +13,18 @@ import asyncio
 import random
 import time
 from datetime import timedelta
+from typing import TextIO
+
+from sqlalchemy import create_engine
 
 from sa_river import InsertOpts, Job, JobArgs, JobSnooze, Workers
+from sa_river.enqueue import InsertManyParams, insert_many
+from sa_river.queries.job_admin import job_count_by_state, job_count_with_errors
+from sa_river.tools.progress import Progress
+from sa_river.types import JobState
+from sa_river.worker import Worker
 
-__all__ = ["FetchPage", "ResizeImage", "demo_jobs", "workers"]
+__all__ = ["DEMO_OPTS", "FetchPage", "ResizeImage", "demo_jobs", "run_demo", "workers"]
 
 workers = Workers()
 
@@ -62,3 +71,51 @@ def demo_jobs(count: int) -> list[JobArgs]:
 
 
 DEMO_OPTS = InsertOpts(tags=["demo"])
+
+
+_POLL_SECONDS = 0.1
+
+
+def run_demo(url: str, *, count: int, concurrency: int, timeout: float, out: TextIO) -> bool:
+    """Enqueue ``count`` demo jobs on the migrated database at ``url``, work them with a worker
+    of ``concurrency`` slots and show their progress on ``out``; true when every job completed
+    within ``timeout`` seconds.
+
+    Progress is read from the database, not from the worker: it counts what is committed, as
+    anyone watching the queue would see it.
+    """
+    engine = create_engine(url, pool_size=1)
+    try:
+        results = insert_many(
+            engine, [InsertManyParams(job, DEMO_OPTS) for job in demo_jobs(count)]
+        )
+        ids = [r.job.id for r in results]
+        total = len(results)
+        print(f"enqueued {total} demo jobs; working them", file=out)
+        progress = Progress(out, total, width=30)
+        worker = Worker(url, workers, {"default": concurrency})
+        started = time.monotonic()
+        worker.start()
+        try:
+            done = 0
+            while time.monotonic() - started < timeout:
+                with engine.begin() as conn:
+                    done = job_count_by_state(conn, ids=ids).get(JobState.COMPLETED, 0)
+                progress.show(f"{done}/{total} completed", done=done)
+                if done >= total:
+                    break
+                time.sleep(_POLL_SECONDS)
+        finally:
+            worker.stop()
+        elapsed = time.monotonic() - started
+        with engine.begin() as conn:
+            retried = job_count_with_errors(conn, ids)
+        print(file=out)
+        print(
+            f"{done}/{total} demo jobs completed in {elapsed:.1f}s "
+            f"({retried} needed a retry after an error)",
+            file=out,
+        )
+    finally:
+        engine.dispose()
+    return done >= total

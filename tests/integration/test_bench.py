@@ -13,7 +13,7 @@ import sys
 
 from sqlalchemy.engine import URL
 
-from sa_river.tools.bench.workloads import WORKLOADS
+from sa_river.tools.bench.report import WORKLOADS
 
 EXPECTED_ROWS = {
     "enqueue-single",

@@ -10,7 +10,7 @@ from sqlalchemy import Engine
 
 import sa_river
 from sa_river.tools.bench import sql as bench_sql
-from sa_river.tools.bench.sql import fetch_plan_index, job_fetch_plan
+from sa_river.tools.bench.plan import fetch_plan_index, job_fetch_plan
 
 
 def test_fetch_uses_the_prioritized_fetching_index_with_retained_rows(engine: Engine) -> None:

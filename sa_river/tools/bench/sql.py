@@ -1,21 +1,20 @@
-"""SQL of ``python -m sa_river bench`` (internal): the raw-psycopg ceilings and bench chores.
+"""SQL of the bench: the raw-psycopg ceilings and the bench's chores, as plain strings.
 
-The ceilings are what a minimal hand-written queue does, as plain SQL strings run on a plain
-psycopg connection: they write only the columns they must (``args`` and ``kind``; the unique
-ceiling adds ``unique_key`` and ``unique_states``), leave the rest to column defaults and notify
-the insert channel like sa_river does, so a ratio against them measures what sa_river adds.
-The bench also reports the ``EXPLAIN`` of sa_river's own fetch statement
-(:func:`job_fetch_plan`) and the index its locking scan uses (:func:`fetch_plan_index`).
+The ceilings are what a minimal hand-written queue does, run on a plain psycopg connection with
+no sa_river code in the loop; that is their point. They write only the columns they must
+(``args`` and ``kind``; the unique ceiling adds ``unique_key`` and ``unique_states``), leave
+the rest to column defaults and notify the insert channel like sa_river does, so a ratio
+against them measures what sa_river adds.
+
+What is a rule of the schema rather than a choice of the ceiling is taken from the package, so
+the ceiling cannot drift from it: the unique index's predicate (``ON CONFLICT`` must repeat it
+word for word to infer the index) and the name of the insert channel.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-from sqlalchemy import Connection
-
-from sa_river.queries.job_fetch import fetch_statement
-from sa_river.types import JobState
+from sa_river.models import UNIQUE_INDEX_PREDICATE
+from sa_river.queries.notify import TOPIC_INSERT
 
 __all__ = [
     "CLEANUP_ABOVE",
@@ -34,15 +33,9 @@ __all__ = [
     "RAW_SINGLE",
     "RAW_UNIQUE",
     "TRUNCATE_JOBS",
-    "fetch_plan_index",
-    "job_fetch_plan",
 ]
 
-_UNIQUE_PREDICATE = (
-    "unique_key IS NOT NULL AND unique_states IS NOT NULL "
-    "AND river_job_state_in_bitmask(unique_states, state)"
-)
-_CHANNEL = "current_schema() || '.river_insert'"
+_CHANNEL = f"current_schema() || '.{TOPIC_INSERT}'"
 
 # -- enqueue ceilings -------------------------------------------------------------------------
 
@@ -71,7 +64,7 @@ WITH ins AS (
     INSERT INTO river_job (args, kind, unique_key, unique_states)
     SELECT a::jsonb, k, u, s::bit(8)
     FROM unnest(%s::text[], %s::text[], %s::bytea[], %s::text[]) AS t(a, k, u, s)
-    ON CONFLICT (unique_key) WHERE {_UNIQUE_PREDICATE}
+    ON CONFLICT (unique_key) WHERE {UNIQUE_INDEX_PREDICATE}
     DO UPDATE SET kind = EXCLUDED.kind
     RETURNING *, (xmax <> 0) AS unique_skipped_as_duplicate
 )
@@ -135,29 +128,3 @@ SELECT count(*) FROM pg_stat_activity
 WHERE datname = current_database() AND pid <> pg_backend_pid() AND query LIKE 'LISTEN %%'
 """
 """Backends of this database whose last statement was a LISTEN: workers' notifier connections."""
-
-
-def job_fetch_plan(conn: Connection, *, queue: str = "default", limit: int = 100) -> list[str]:
-    """``EXPLAIN`` of the fetch statement (not run: nothing is locked or changed)."""
-    compiled = fetch_statement().compile(dialect=conn.dialect)
-    params = compiled.construct_params(
-        {"fetch_queue": queue, "fetch_limit": limit, "client_id": "explain"}
-    )
-    values = {k: v.value if isinstance(v, JobState) else v for k, v in params.items()}
-    rows = conn.exec_driver_sql(f"EXPLAIN {compiled.string}", values).all()
-    return [str(r[0]) for r in rows]
-
-
-def fetch_plan_index(plan: Sequence[str]) -> str | None:
-    """The index the fetch's locking scan uses, or ``None`` when it scans the table."""
-    for line in plan:  # the locking scan is the plan's first scan of river_job
-        words = line.replace("->", " ").split()
-        if "Scan" not in words:
-            continue
-        if words[:3] == ["Bitmap", "Index", "Scan"] and words[4].startswith("river_job_"):
-            return words[4]
-        if "using" in words and "on" in words and words[words.index("on") + 1] == "river_job":
-            return words[words.index("using") + 1]
-        if words[:2] == ["Seq", "Scan"] and words[3] == "river_job":
-            return None
-    return None

@@ -1,4 +1,4 @@
-"""``python -m sa_river bench``: sa_river beside a raw-psycopg ceiling, measured in one run.
+"""The bench's workloads: each runs through sa_river and as its raw-psycopg ceiling.
 
 Every workload runs twice on the same server in the same run: once through sa_river, once as
 the minimal raw psycopg loop that does the same work (the *ceiling*); the table shows each
@@ -48,13 +48,9 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 import psycopg
 from sqlalchemy import Engine, create_engine
@@ -65,29 +61,25 @@ from sqlalchemy.pool import NullPool
 import sa_river
 from sa_river import migrate
 from sa_river.args import JobArgs
-from sa_river.options import InsertOpts, UniqueOpts
-from sa_river.tools.bench import sql as q
-from sa_river.tools.bench.sql import fetch_plan_index, job_fetch_plan
+from sa_river.options import DEFAULT_UNIQUE_STATES, InsertOpts, UniqueOpts
+from sa_river.queries.notify import CURRENT_SCHEMA_SQL, TOPIC_INSERT, listen_statement
+from sa_river.tools.bench import sql
+from sa_river.tools.bench.report import BenchOptions, Result
+from sa_river.tools.bench.scratch import execute, libpq_dsn, raw_connect, scalar, url_text
+from sa_river.tools.progress import Progress
+from sa_river.unique import states_bitmask
 from sa_river.workers import Job, Workers
 
 __all__ = [
     "BENCH_WORKERS",
-    "WORKLOADS",
-    "BenchOptions",
-    "Result",
-    "render_table",
-    "run_bench",
+    "bench_burn_down",
+    "bench_continuous",
+    "bench_enqueue",
+    "bench_latency",
+    "prefill",
+    "reset_work",
 ]
 
-WORKLOADS = (
-    "enqueue-single",
-    "enqueue-batch",
-    "enqueue-unique",
-    "enqueue-copy",
-    "burn-down",
-    "continuous",
-    "latency",
-)
 BATCH_SIZE = 1000
 RAW_FETCH_LIMIT = 100
 CONTINUOUS_BATCH = 100
@@ -95,18 +87,7 @@ LATENCY_RATE = 50.0
 _POLL = 0.005
 _READY_TIMEOUT = 60.0
 _WORK_TIMEOUT = 600.0
-_UNIQUE_STATES_BITS = "11110101"
-
-# Targets from issue 5: throughput ratios are "at least", latency ratios "at most".
-TARGETS: dict[str, tuple[str, float]] = {
-    "enqueue-single": (">=", 0.75),
-    "enqueue-batch": (">=", 0.80),
-    "enqueue-unique": (">=", 0.80),
-    "enqueue-copy": (">=", 0.70),
-    "burn-down": (">=", 0.60),
-    "latency p50": ("<=", 1.5),
-    "latency p99": ("<=", 2.0),
-}
+_UNIQUE_STATES_BITS = states_bitmask(DEFAULT_UNIQUE_STATES)
 
 
 # -- the jobs ------------------------------------------------------------------------------------
@@ -147,178 +128,6 @@ def _encode(d: dict[str, Any]) -> str:
     return json.dumps(d, separators=(",", ":"))
 
 
-# -- options, results, progress ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BenchOptions:
-    """What ``python -m sa_river bench`` was asked for."""
-
-    server_url: URL
-    n: int = 20000
-    processes: int = 1
-    concurrency: int = 100
-    duration: float = 10.0
-    retained: int = 0
-    rounds: int = 1
-    workloads: tuple[str, ...] = WORKLOADS
-
-
-@dataclass
-class Result:
-    """One row of the table: sa_river's figure, the ceiling's, and their ratio."""
-
-    workload: str
-    unit: str  # "jobs/s" or "ms"
-    sa_river: float
-    ceiling: float
-    jobs: int = 0
-    note: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float:
-        return self.sa_river / self.ceiling if self.ceiling else float("nan")
-
-    @property
-    def target(self) -> tuple[str, float] | None:
-        return TARGETS.get(self.workload)
-
-    @property
-    def meets_target(self) -> bool | None:
-        target = self.target
-        if target is None:
-            return None
-        op, value = target
-        return self.ratio >= value if op == ">=" else self.ratio <= value
-
-    def to_json(self) -> dict[str, Any]:
-        target = self.target
-        return {
-            "workload": self.workload,
-            "unit": self.unit,
-            "jobs": self.jobs,
-            "sa_river": round(self.sa_river, 3),
-            "ceiling": round(self.ceiling, 3),
-            "ratio": round(self.ratio, 3),
-            "better": "lower" if self.unit == "ms" else "higher",
-            "target": None if target is None else f"{target[0]}{target[1]}",
-            "meets_target": self.meets_target,
-            "note": self.note,
-            **self.extra,
-        }
-
-
-class Progress:
-    """One line per step on stderr (rewritten in place on a terminal)."""
-
-    def __init__(self, stream: TextIO | None, total: int) -> None:
-        self._stream = stream
-        self._total = max(total, 1)
-        self._done = 0
-        self._started = time.monotonic()
-        self._tty = bool(stream is not None and stream.isatty())
-
-    def step(self, text: str) -> None:
-        if self._stream is None:
-            return
-        elapsed = time.monotonic() - self._started
-        width = 20
-        filled = width * self._done // self._total
-        bar = "#" * filled + "-" * (width - filled)
-        line = f"[{bar}] {elapsed:5.0f}s {text}"
-        if self._tty:
-            self._stream.write("\r\033[K" + line)
-        else:
-            self._stream.write(line + "\n")
-        self._stream.flush()
-
-    def advance(self) -> None:
-        self._done += 1
-
-    def close(self) -> None:
-        if self._stream is not None and self._tty:
-            self._stream.write("\r\033[K")
-            self._stream.flush()
-
-
-# -- scratch databases ------------------------------------------------------------------------
-
-
-def _dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def _url_text(url: URL) -> str:
-    return url.render_as_string(hide_password=False)
-
-
-class ScratchDatabases:
-    """A migrated template database, and copies of it for each workload; all dropped at the end.
-
-    ``CREATE DATABASE ... TEMPLATE`` copies the schema in a fraction of a second, so each
-    workload starts on a database nobody else has touched.
-    """
-
-    def __init__(self, server_url: URL) -> None:
-        self.server_url = server_url
-        self.prefix = f"sa_river_bench_{uuid.uuid4().hex[:8]}"
-        self._created: list[str] = []
-        self._count = 0
-        self.template: str | None = None
-
-    def _admin(self) -> psycopg.Connection[Any]:
-        return psycopg.connect(_dsn(self.server_url), autocommit=True)
-
-    def create(self) -> URL:
-        if self.template is None:
-            self.template = self._create_database(None)
-            engine = create_engine(self.server_url.set(database=self.template), poolclass=NullPool)
-            try:
-                with engine.begin() as conn:
-                    migrate.upgrade(conn)
-            finally:
-                engine.dispose()
-        return self.server_url.set(database=self._create_database(self.template))
-
-    def _create_database(self, template: str | None) -> str:
-        self._count += 1
-        name = f"{self.prefix}_{self._count}"
-        sql = f'CREATE DATABASE "{name}"' + (f' TEMPLATE "{template}"' if template else "")
-        with self._admin() as conn:
-            conn.execute(sql)
-        self._created.append(name)
-        return name
-
-    def drop(self, url: URL) -> None:
-        with self._admin() as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{url.database}" WITH (FORCE)')
-        if url.database in self._created:
-            self._created.remove(str(url.database))
-
-    def drop_all(self) -> None:
-        for name in reversed(list(self._created)):
-            with suppress(psycopg.Error):
-                self.drop(self.server_url.set(database=name))
-
-
-def _raw(url: URL) -> psycopg.Connection[Any]:
-    return psycopg.connect(_dsn(url), autocommit=True)
-
-
-def _scalar(url: URL, sql: str, params: Sequence[Any] = ()) -> Any:
-    with _raw(url) as conn:
-        row = conn.execute(sql, params).fetchone()
-    return None if row is None else row[0]
-
-
-def _execute(url: URL, *statements: str | tuple[str, Sequence[Any]]) -> None:
-    with _raw(url) as conn:
-        for statement in statements:
-            sql, params = (statement, ()) if isinstance(statement, str) else statement
-            conn.execute(sql, params)
-
-
 # -- enqueue workloads ------------------------------------------------------------------------
 
 Unit = Callable[[], None]
@@ -345,38 +154,39 @@ def _sa_insert_many_fast(engine: Engine, jobs: Sequence[JobArgs]) -> None:
 
 def _raw_single(conn: psycopg.Connection[Any], d: dict[str, Any]) -> None:
     with conn.transaction():
-        conn.execute(q.RAW_SINGLE, (_encode(d), "bench_noop")).fetchone()
+        conn.execute(sql.RAW_SINGLE, (_encode(d), BenchJob.kind)).fetchone()
 
 
 def _raw_batch(conn: psycopg.Connection[Any], chunk: Sequence[dict[str, Any]]) -> None:
     with conn.transaction():
         args = [_encode(d) for d in chunk]
-        conn.execute(q.RAW_BATCH, (args, ["bench_noop"] * len(chunk))).fetchall()
+        conn.execute(sql.RAW_BATCH, (args, [BenchJob.kind] * len(chunk))).fetchall()
 
 
 def _raw_unique(conn: psycopg.Connection[Any], chunk: Sequence[dict[str, Any]]) -> None:
     encoded = [_encode(d) for d in chunk]
+    # The key a hand-written queue would compute in Python: sha256 of the kind and the args
+    # with sorted keys. The two sides use different ids, so they never share a key.
+    prefix = f"&kind={BenchUniqueJob.kind}&args="
     keys = [
         hashlib.sha256(
-            (
-                "&kind=bench_unique&args=" + json.dumps(d, separators=(",", ":"), sort_keys=True)
-            ).encode()
+            (prefix + json.dumps(d, separators=(",", ":"), sort_keys=True)).encode()
         ).digest()
         for d in chunk
     ]
     with conn.transaction():
         conn.execute(
-            q.RAW_UNIQUE,
-            (encoded, ["bench_unique"] * len(chunk), keys, [_UNIQUE_STATES_BITS] * len(chunk)),
+            sql.RAW_UNIQUE,
+            (encoded, [BenchUniqueJob.kind] * len(chunk), keys, [_UNIQUE_STATES_BITS] * len(chunk)),
         ).fetchall()
 
 
 def _raw_copy(conn: psycopg.Connection[Any], chunk: Sequence[dict[str, Any]]) -> None:
     with conn.transaction():
-        with conn.cursor() as cur, cur.copy(q.RAW_COPY) as copy:
+        with conn.cursor() as cur, cur.copy(sql.RAW_COPY) as copy:
             for d in chunk:
-                copy.write_row((_encode(d), "bench_noop"))
-        conn.execute(q.RAW_NOTIFY, ("default",))
+                copy.write_row((_encode(d), BenchJob.kind))
+        conn.execute(sql.RAW_NOTIFY, ("default",))
 
 
 def _run_units(units: Sequence[Unit]) -> float:
@@ -418,16 +228,16 @@ def _enqueue_units(
 def bench_enqueue(url: URL, workload: str, n: int, rounds: int, progress: Progress) -> Result:
     """Median jobs/s of each side; the sides take turns every ``block`` units."""
     engine = create_engine(url, pool_size=2)
-    raw = psycopg.connect(_dsn(url))
+    raw = psycopg.connect(libpq_dsn(url))
     try:
         ours, theirs, block = _enqueue_units(workload, engine, raw, n)
-        _execute(url, q.TRUNCATE_JOBS)
+        execute(url, sql.TRUNCATE_JOBS)
         _run_units(ours[:block])  # warm up: statement caches, prepared statements, the pool
         _run_units(theirs[:block])
         ours_rates, theirs_rates = [], []
         for r in range(rounds):
-            progress.step(f"{workload}: round {r + 1}/{rounds}")
-            _execute(url, q.TRUNCATE_JOBS, "VACUUM river_job")
+            progress.show(f"{workload}: round {r + 1}/{rounds}")
+            execute(url, sql.TRUNCATE_JOBS, "VACUUM river_job")
             ours_time = theirs_time = 0.0
             for b, start in enumerate(range(0, len(ours), block)):
                 pair = (ours[start : start + block], theirs[start : start + block])
@@ -437,7 +247,7 @@ def bench_enqueue(url: URL, workload: str, n: int, rounds: int, progress: Progre
                 else:
                     ours_time += _run_units(pair[0])
                     theirs_time += _run_units(pair[1])
-            written = int(_scalar(url, "SELECT count(*) FROM river_job"))
+            written = int(scalar(url, "SELECT count(*) FROM river_job"))
             if written != 2 * n:
                 raise RuntimeError(f"{workload}: expected {2 * n} jobs, found {written}")
             ours_rates.append(n / ours_time)
@@ -457,7 +267,7 @@ def bench_enqueue(url: URL, workload: str, n: int, rounds: int, progress: Progre
 # -- work: helpers ------------------------------------------------------------------------------
 
 
-def _prefill(url: URL, n: int) -> None:
+def prefill(url: URL, n: int) -> None:
     """Insert n no-op jobs through COPY (not timed) and ANALYZE."""
     engine = create_engine(url, poolclass=NullPool)
     try:
@@ -466,15 +276,15 @@ def _prefill(url: URL, n: int) -> None:
             sa_river.insert_many_fast(engine, jobs)
     finally:
         engine.dispose()
-    _execute(url, "ANALYZE river_job")
+    execute(url, "ANALYZE river_job")
 
 
 def _wait_drained(url: URL, timeout: float = _WORK_TIMEOUT) -> float:
     """Seconds until no job of the default queue is available or running."""
     started = time.perf_counter()
-    with _raw(url) as conn:
+    with raw_connect(url) as conn:
         while True:
-            row = conn.execute(q.PENDING_WORK_EXISTS).fetchone()
+            row = conn.execute(sql.PENDING_WORK_EXISTS).fetchone()
             if row is not None and not row[0]:
                 return time.perf_counter() - started
             if time.perf_counter() - started > timeout:
@@ -482,18 +292,18 @@ def _wait_drained(url: URL, timeout: float = _WORK_TIMEOUT) -> float:
             time.sleep(_POLL)
 
 
-def _reset_work(url: URL, floor: int) -> None:
+def reset_work(url: URL, floor: int) -> None:
     """Remove the jobs a workload added above the retained rows, and tidy the table."""
-    with _raw(url) as conn:
-        conn.execute(q.CLEANUP_ABOVE, (floor,))
+    with raw_connect(url) as conn:
+        conn.execute(sql.CLEANUP_ABOVE, (floor,))
         conn.execute("DELETE FROM sa_river_client")
         conn.execute("UPDATE river_queue SET paused_at = NULL")
         conn.execute("VACUUM ANALYZE river_job")
 
 
 def _states_above(url: URL, floor: int) -> dict[str, int]:
-    with _raw(url) as conn:
-        return {s: int(c) for s, c in conn.execute(q.COUNT_STATES_ABOVE, (floor,)).fetchall()}
+    with raw_connect(url) as conn:
+        return {s: int(c) for s, c in conn.execute(sql.COUNT_STATES_ABOVE, (floor,)).fetchall()}
 
 
 class WorkerProcesses:
@@ -522,7 +332,7 @@ class WorkerProcesses:
             argv += ["--processes", str(processes)]
         self.argv = argv
         # By environment, never argv: anyone on the host can read a process's argv.
-        self.env = {**os.environ, migrate.DATABASE_URL_ENV: _url_text(url)}
+        self.env = {**os.environ, migrate.DATABASE_URL_ENV: url_text(url)}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -546,9 +356,9 @@ class WorkerProcesses:
 
     def _ready(self) -> bool:
         """Every runner has heartbeated and LISTENs (so the resume NOTIFY reaches it)."""
-        with _raw(self.url) as conn:
-            beats = conn.execute(q.COUNT_CLIENTS).fetchone()
-            listening = conn.execute(q.COUNT_LISTENERS).fetchone()
+        with raw_connect(self.url) as conn:
+            beats = conn.execute(sql.COUNT_CLIENTS).fetchone()
+            listening = conn.execute(sql.COUNT_LISTENERS).fetchone()
         return (
             beats is not None
             and listening is not None
@@ -580,18 +390,18 @@ def _raw_drainer(
     stop: Any,
 ) -> None:
     """The ceiling's worker: fetch 100 with SKIP LOCKED, complete them in one UPDATE."""
-    with psycopg.connect(_dsn(make_url(url_text)), autocommit=True) as conn:
+    with psycopg.connect(libpq_dsn(make_url(url_text)), autocommit=True) as conn:
         conn.execute("SELECT 1")
         ready.release()
         go.wait()
         while not stop.is_set():
-            rows = conn.execute(q.RAW_FETCH, (RAW_FETCH_LIMIT,)).fetchall()
+            rows = conn.execute(sql.RAW_FETCH, (RAW_FETCH_LIMIT,)).fetchall()
             if not rows:
                 if until_empty:
                     return
                 time.sleep(0.002)
                 continue
-            conn.execute(q.RAW_COMPLETE, ([r[0] for r in rows],))
+            conn.execute(sql.RAW_COMPLETE, ([r[0] for r in rows],))
 
 
 class RawDrainers:
@@ -605,7 +415,7 @@ class RawDrainers:
         self._procs = [
             ctx.Process(
                 target=_raw_drainer,
-                args=(_url_text(url), until_empty, self._ready, self._go, self._stop),
+                args=(url_text(url), until_empty, self._ready, self._go, self._stop),
                 daemon=True,
             )
             for _ in range(processes)
@@ -635,7 +445,7 @@ class RawDrainers:
 
 
 def _burn_down_sa_river(url: URL, opts: BenchOptions, floor: int) -> float:
-    _prefill(url, opts.n)
+    prefill(url, opts.n)
     # The workers start on a paused queue; the clock starts when it is resumed (the resume
     # NOTIFY wakes them), so process start-up is not timed, as the ceiling's is not.
     engine = create_engine(url, poolclass=NullPool)
@@ -653,7 +463,7 @@ def _burn_down_sa_river(url: URL, opts: BenchOptions, floor: int) -> float:
 
 
 def _burn_down_ceiling(url: URL, opts: BenchOptions, floor: int) -> float:
-    _prefill(url, opts.n)
+    prefill(url, opts.n)
     drainers = RawDrainers(url, processes=opts.processes, until_empty=True)
     try:
         drainers.start()
@@ -690,12 +500,12 @@ def _alternate(
 def bench_burn_down(url: URL, opts: BenchOptions, floor: int, progress: Progress) -> Result:
     ours_rates, theirs_rates = [], []
     for r in range(opts.rounds):
-        progress.step(f"burn-down: round {r + 1}/{opts.rounds}")
+        progress.show(f"burn-down: round {r + 1}/{opts.rounds}")
         ours, theirs = _alternate(
             r,
             lambda: _burn_down_sa_river(url, opts, floor),
             lambda: _burn_down_ceiling(url, opts, floor),
-            lambda: _reset_work(url, floor),
+            lambda: reset_work(url, floor),
         )
         ours_rates.append(ours)
         theirs_rates.append(theirs)
@@ -722,7 +532,7 @@ class _Inserter:
     def _run(self) -> None:
         i = 0
         if self._raw:
-            with psycopg.connect(_dsn(self._url)) as conn:
+            with psycopg.connect(libpq_dsn(self._url)) as conn:
                 while not self._stop.is_set():
                     _raw_batch(conn, [_job_dict(i + k) for k in range(CONTINUOUS_BATCH)])
                     i += CONTINUOUS_BATCH
@@ -761,8 +571,8 @@ def _continuous_side(url: URL, opts: BenchOptions, floor: int, *, raw: bool) -> 
         inserter.start()
         started = time.perf_counter()
         time.sleep(opts.duration)
-        with _raw(url) as conn:
-            row = conn.execute(q.COUNT_COMPLETED_ABOVE, (floor,)).fetchone()
+        with raw_connect(url) as conn:
+            row = conn.execute(sql.COUNT_COMPLETED_ABOVE, (floor,)).fetchone()
             elapsed = time.perf_counter() - started
         completed = int(row[0]) if row else 0
         inserted = inserter.inserted
@@ -779,12 +589,12 @@ def _continuous_side(url: URL, opts: BenchOptions, floor: int, *, raw: bool) -> 
 def bench_continuous(url: URL, opts: BenchOptions, floor: int, progress: Progress) -> Result:
     ours_runs, theirs_runs = [], []
     for r in range(opts.rounds):
-        progress.step(f"continuous: round {r + 1}/{opts.rounds} ({2 * opts.duration:g}s)")
+        progress.show(f"continuous: round {r + 1}/{opts.rounds} ({2 * opts.duration:g}s)")
         ours, theirs = _alternate(
             r,
             lambda: _continuous_side(url, opts, floor, raw=False),
             lambda: _continuous_side(url, opts, floor, raw=True),
-            lambda: _reset_work(url, floor),
+            lambda: reset_work(url, floor),
         )
         ours_runs.append(ours)
         theirs_runs.append(theirs)
@@ -812,18 +622,35 @@ def bench_continuous(url: URL, opts: BenchOptions, floor: int, progress: Progres
     )
 
 
-def _insert_timed(engine: Engine, samples: int, latencies: list[float]) -> None:
-    """Insert ``samples`` latency jobs at about LATENCY_RATE per second, then wait (30 s at
-    most) until the consumer has recorded a latency for each in ``latencies``."""
-    interval = 1.0 / LATENCY_RATE
-    next_at = time.perf_counter()
-    for _ in range(samples):
-        sa_river.insert(engine, ("bench_latency", {"t": time.perf_counter()}))
-        next_at += interval
-        time.sleep(max(0.0, next_at - time.perf_counter()))
-    deadline = time.monotonic() + 30
-    while len(latencies) < samples and time.monotonic() < deadline:
-        time.sleep(0.01)
+def _insert_timed(
+    url: URL,
+    samples: int,
+    latencies: list[float],
+    listening: Callable[[float], bool],
+    listener: str,
+) -> None:
+    """Once the consumer is ``listening`` (it LISTENs, so no insert goes unheard), insert
+    ``samples`` latency jobs at about LATENCY_RATE per second, then wait (30 s at most) until
+    the consumer has recorded a latency for each in ``latencies``.
+
+    Both sides insert through sa_river: only the consumer differs, so the difference in
+    latency is the consumer's.
+    """
+    if not listening(_READY_TIMEOUT):
+        raise TimeoutError(f"{listener} did not come up")
+    engine = create_engine(url, pool_size=1)
+    try:
+        interval = 1.0 / LATENCY_RATE
+        next_at = time.perf_counter()
+        for _ in range(samples):
+            sa_river.insert(engine, ("bench_latency", {"t": time.perf_counter()}))
+            next_at += interval
+            time.sleep(max(0.0, next_at - time.perf_counter()))
+        deadline = time.monotonic() + 30
+        while len(latencies) < samples and time.monotonic() < deadline:
+            time.sleep(0.01)
+    finally:
+        engine.dispose()
 
 
 def _latency_sa_river(url: URL, samples: int, concurrency: int) -> list[float]:
@@ -835,15 +662,13 @@ def _latency_sa_river(url: URL, samples: int, concurrency: int) -> list[float]:
         latencies.append(time.perf_counter() - float(job.args["t"]))
 
     worker = sa_river.Worker(url, workers, {"default": concurrency})
-    engine = create_engine(url, pool_size=1)
     worker.start()
     try:
-        if not worker.wait_listening(_READY_TIMEOUT):
-            raise TimeoutError("the worker's LISTEN connection did not come up")
-        _insert_timed(engine, samples, latencies)
+        _insert_timed(
+            url, samples, latencies, worker.wait_listening, "the worker's LISTEN connection"
+        )
     finally:
         worker.stop()
-        engine.dispose()
     return latencies
 
 
@@ -853,30 +678,26 @@ def _latency_ceiling(url: URL, samples: int) -> list[float]:
     stop = threading.Event()
 
     def listen() -> None:
-        with _raw(url) as conn:
-            schema = conn.execute("SELECT current_schema()").fetchone()
-            conn.execute(f'LISTEN "{schema[0] if schema else "public"}.river_insert"')
+        with raw_connect(url) as conn:
+            schema = conn.execute(CURRENT_SCHEMA_SQL).fetchone()
+            conn.execute(listen_statement(f"{schema[0] if schema else 'public'}.{TOPIC_INSERT}"))
             ready.set()
             while not stop.is_set():
                 for _ in conn.notifies(timeout=0.2, stop_after=1):
                     pass
-                rows = conn.execute(q.RAW_FETCH, (RAW_FETCH_LIMIT,)).fetchall()
+                rows = conn.execute(sql.RAW_FETCH, (RAW_FETCH_LIMIT,)).fetchall()
                 now = time.perf_counter()
                 latencies.extend(now - float(args["t"]) for _, args in rows)
                 if rows:
-                    conn.execute(q.RAW_COMPLETE, ([r[0] for r in rows],))
+                    conn.execute(sql.RAW_COMPLETE, ([r[0] for r in rows],))
 
     thread = threading.Thread(target=listen, name="bench-raw-listener", daemon=True)
     thread.start()
-    engine = create_engine(url, pool_size=1)
     try:
-        if not ready.wait(_READY_TIMEOUT):
-            raise TimeoutError("the raw LISTEN connection did not come up")
-        _insert_timed(engine, samples, latencies)
+        _insert_timed(url, samples, latencies, ready.wait, "the raw LISTEN connection")
     finally:
         stop.set()
         thread.join(10)
-        engine.dispose()
     return latencies
 
 
@@ -892,12 +713,12 @@ def bench_latency(url: URL, opts: BenchOptions, floor: int, progress: Progress) 
     ours_runs: list[list[float]] = []
     theirs_runs: list[list[float]] = []
     for r in range(opts.rounds):
-        progress.step(f"latency: round {r + 1}/{opts.rounds} ({samples} jobs per side)")
+        progress.show(f"latency: round {r + 1}/{opts.rounds} ({samples} jobs per side)")
         ours, theirs = _alternate(
             r,
             lambda: _latency_sa_river(url, samples, opts.concurrency),
             lambda: _latency_ceiling(url, samples),
-            lambda: _reset_work(url, floor),
+            lambda: reset_work(url, floor),
         )
         ours_runs.append(ours)
         theirs_runs.append(theirs)
@@ -916,180 +737,3 @@ def bench_latency(url: URL, opts: BenchOptions, floor: int, progress: Progress) 
             )
         )
     return results
-
-
-# -- the run ------------------------------------------------------------------------------------
-
-
-@dataclass
-class BenchReport:
-    options: BenchOptions
-    results: list[Result]
-    fetch_plan: list[str]
-    fetch_index: str | None
-    retained: int
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        o = self.options
-        return {
-            "sa_river_version": sa_river.__version__,
-            "n": o.n,
-            "processes": o.processes,
-            "concurrency": o.concurrency,
-            "duration_s": o.duration,
-            "rounds": o.rounds,
-            "retained": self.retained,
-            "fetch_index": self.fetch_index,
-            "fetch_plan": self.fetch_plan,
-            "seconds": round(self.seconds, 1),
-            "results": [r.to_json() for r in self.results],
-        }
-
-
-def _fill_retained(url: URL, n: int) -> None:
-    with _raw(url) as conn:
-        for start in range(0, n, 200_000):
-            conn.execute(q.FILL_RETAINED, (min(200_000, n - start),))
-        conn.execute("VACUUM ANALYZE river_job")
-
-
-def _fetch_plan(url: URL) -> list[str]:
-    engine = create_engine(url, poolclass=NullPool)
-    try:
-        with engine.connect() as conn:
-            return job_fetch_plan(conn)
-    finally:
-        engine.dispose()
-
-
-def _steps(opts: BenchOptions) -> int:
-    work = [w for w in opts.workloads if not w.startswith("enqueue")]
-    enqueue = [w for w in opts.workloads if w.startswith("enqueue")]
-    return len(enqueue) + len(work) + (1 if work else 0)
-
-
-def run_bench(opts: BenchOptions, progress_stream: TextIO | None = None) -> BenchReport:
-    """Run the chosen workloads on scratch databases of ``opts.server_url``."""
-    started = time.monotonic()
-    progress = Progress(progress_stream, _steps(opts))
-    databases = ScratchDatabases(opts.server_url)
-    results: list[Result] = []
-    plan: list[str] = []
-    try:
-        progress.step("creating scratch databases")
-        enqueue = [w for w in opts.workloads if w.startswith("enqueue")]
-        if enqueue:
-            url = databases.create()
-            for workload in enqueue:
-                results.append(bench_enqueue(url, workload, opts.n, opts.rounds, progress))
-                progress.advance()
-            databases.drop(url)
-        work = [w for w in opts.workloads if not w.startswith("enqueue")]
-        if work:
-            url = databases.create()
-            if opts.retained:
-                progress.step(f"filling {opts.retained:,} retained finalised rows")
-                _fill_retained(url, opts.retained)
-            floor = int(_scalar(url, q.MAX_ID))
-            # The plan the workers get: retained rows, a backlog of N jobs, fresh statistics.
-            progress.step("EXPLAIN of the fetch statement")
-            _prefill(url, opts.n)
-            plan = _fetch_plan(url)
-            _reset_work(url, floor)
-            progress.advance()
-            if "burn-down" in work:
-                results.append(bench_burn_down(url, opts, floor, progress))
-                progress.advance()
-            if "continuous" in work:
-                results.append(bench_continuous(url, opts, floor, progress))
-                progress.advance()
-            if "latency" in work:
-                results.extend(bench_latency(url, opts, floor, progress))
-                progress.advance()
-            databases.drop(url)
-    finally:
-        progress.step("dropping scratch databases")
-        databases.drop_all()
-        progress.close()
-    return BenchReport(
-        options=opts,
-        results=results,
-        fetch_plan=plan,
-        fetch_index=fetch_plan_index(plan) if plan else None,
-        retained=opts.retained,
-        seconds=time.monotonic() - started,
-    )
-
-
-def render_table(report: BenchReport) -> str:
-    """The human-readable table."""
-    o = report.options
-    lines = [
-        f"sa_river {sa_river.__version__} bench: n={o.n}, processes={o.processes}, "
-        f"concurrency={o.concurrency}, duration={o.duration:g}s, rounds={o.rounds} (median), "
-        f"retained={report.retained:,}; {report.seconds:.0f}s",
-    ]
-    header = (
-        f"{'workload':<16}{'sa_river':>12}{'ceiling':>12}{'unit':>8}{'ratio':>8}{'target':>9}  note"
-    )
-    lines += [header, "-" * len(header)]
-    for r in report.results:
-        target = r.target
-        target_text = "" if target is None else f"{target[0]}{target[1]:.2f}"
-        flag = "" if r.meets_target in (None, True) else "MISSED "
-        value_format = "{:>12,.1f}" if r.unit == "ms" else "{:>12,.0f}"
-        lines.append(
-            f"{r.workload:<16}{value_format.format(r.sa_river)}{value_format.format(r.ceiling)}"
-            f"{r.unit:>8}{r.ratio:>8.2f}{target_text:>9}  {flag}{r.note}".rstrip()
-        )
-    if report.fetch_plan:
-        index = report.fetch_index or "none (sequential scan)"
-        lines.append(
-            f"fetch plan with {report.retained:,} retained finalised rows and "
-            f"{o.n:,} available jobs: index {index}"
-        )
-        lines += [f"  {line}" for line in report.fetch_plan]
-    return "\n".join(lines)
-
-
-@contextmanager
-def _quiet_logging() -> Iterator[None]:
-    import logging
-
-    root = logging.getLogger("sa_river")
-    level = root.level
-    root.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        root.setLevel(level)
-
-
-def bench_main(opts: BenchOptions, out: TextIO, err: TextIO | None, as_json: bool) -> int:
-    """Run and print; used by the CLI and the scripts in ``benchmarks/``."""
-    with _quiet_logging():
-        report = run_bench(opts, err)
-    if as_json:
-        print(json.dumps(report.to_json(), indent=2), file=out)
-    else:
-        print(render_table(report), file=out)
-    return 0
-
-
-def default_server_url(database_url: str | None) -> tuple[URL, str | None]:
-    """The server to bench on, and a note when it is the embedded one."""
-    url_text = database_url or migrate.database_url_from_env()
-    note = None
-    if not url_text:
-        from sa_river.embedded import EMBEDDED_DATA_DIR_DEFAULT, embedded_database_url
-
-        url_text = embedded_database_url()
-        note = (
-            "no database URL given: benchmarking an embedded PostgreSQL "
-            f"(data in {Path(EMBEDDED_DATA_DIR_DEFAULT)}/)"
-        )
-    url = make_url(url_text)
-    if url.drivername in ("postgresql", "postgres"):
-        url = url.set(drivername="postgresql+psycopg")
-    return url, note
