@@ -42,18 +42,18 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 import alembic.util
 import sqlalchemy.exc
-from sqlalchemy.engine import make_url
 
 from sa_river import config, migrate
 from sa_river.errors import ConfigError, SaRiverError
 from sa_river.supervisor import watch_supervisor
-from sa_river.urls import redact_url
+from sa_river.urls import DatabaseUrlError, command_line_url, redact_url
 
 if TYPE_CHECKING:
     from sa_river.contrib.prometheus import MetricsServer
@@ -357,15 +357,6 @@ _WORKER_SECONDS: tuple[tuple[str, str, float, str], ...] = (
     ),
 )
 
-# The worker option behind each WorkerConfig field, so that a ConfigError names the flag.
-_WORKER_FLAGS: dict[str, str] = {
-    "queues": "--queue",
-    "client_id": "--id",
-    "poll_only": "--poll-only",
-    "job_timeout": "--job-timeout",
-    **{field: flag for flag, field, _default, _help in _WORKER_SECONDS},
-}
-
 
 class _StoreNamingOption(argparse.Action):
     """Store the value and, in ``<dest>_option``, which of the option's names was typed, so
@@ -390,79 +381,10 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         description="Run a worker on its own connection pool. The first SIGTERM/SIGINT stops "
         "it gracefully (running jobs finish, up to --shutdown-timeout); a second stops it hard.",
     )
+    # Given to supervised children in their environment, never in their argv: not in the table.
     _add_database_url(parser)
-    parser.add_argument(
-        "--app",
-        required=True,
-        metavar="MODULE:ATTR",
-        help="where your sa_river.Workers registry lives, e.g. myapp.jobs:workers",
-    )
-    parser.add_argument(
-        "--queue",
-        dest="queues",
-        action="append",
-        type=_queue_limit,
-        metavar="NAME=N",
-        help="a queue and how many of its jobs run at once (repeatable; default: default=10)",
-    )
-    parser.add_argument("--id", dest="client_id", default=None, help="worker id (default: random)")
-    parser.add_argument(
-        "--poll-only", action="store_true", help="never LISTEN (PgBouncer transaction mode)"
-    )
-    parser.add_argument(
-        "--job-timeout",
-        type=_seconds,
-        default=None,
-        metavar="S",
-        help="default per-attempt timeout; 0 for none (default "
-        f"{(config.JOB_TIMEOUT_DEFAULT or timedelta(0)).total_seconds():g})",
-    )
-    for flag, _field, default, help_text in _WORKER_SECONDS:
-        parser.add_argument(
-            flag,
-            type=_seconds,
-            default=None,
-            metavar="S",
-            help=f"{help_text} (default {default:g})",
-        )
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING"])
-    parser.add_argument(
-        "--log-format",
-        default="text",
-        choices=["text", "json"],
-        help="text: a line with key=value fields; json: one JSON object per line "
-        "(fields documented in docs/observability.md)",
-    )
-    parser.add_argument(
-        "--processes",
-        type=_positive_int,
-        default=1,
-        metavar="N",
-        help="run N worker processes under one supervisor that restarts any that die and "
-        "forwards SIGTERM/SIGINT (default 1: this process is the worker); --queue limits "
-        "apply to each process",
-    )
-    parser.add_argument(
-        "--metrics-port",
-        type=_port,
-        default=None,
-        metavar="PORT",
-        help="serve Prometheus metrics on http://HOST:PORT/metrics while the worker runs "
-        "(needs: pip install 'sa_river[prometheus]'); 0 picks a free port, printed at start. "
-        "With --processes N, process i (0 to N-1) serves its own metrics on PORT+i: scrape "
-        "all N ports",
-    )
-    parser.add_argument(
-        "--metrics-host",
-        "--metrics-addr",
-        dest="metrics_host",
-        action=_StoreNamingOption,
-        default=None,
-        metavar="HOST",
-        help=f"address the metrics server listens on (default {METRICS_HOST_DEFAULT}: every "
-        "interface, for a Prometheus on another machine; 127.0.0.1 for one on this machine "
-        "only); --metrics-addr is the old name",
-    )
+    for option in _WORKER_OPTIONS:
+        parser.add_argument(*option.flags, **option.parse)
     parser.set_defaults(handler=cmd_worker)
 
 
@@ -492,6 +414,185 @@ def _int_type(
 _port = _int_type(0, 65535, noun="a port number")
 _positive_int = _int_type(1)
 _non_negative_int = _int_type(0)
+
+
+def _given(value: object) -> bool:
+    """Whether a ``worker`` option has a value: ``None`` is its absence, and an empty one
+    (``--id "$UNSET"``) is taken as absent too, leaving the default."""
+    return value is not None and value != ""
+
+
+ChildWords = Callable[[str, Any, int], list[str]]
+"""``(flag, parsed value, child index)`` to the words supervised child ``index`` is given."""
+
+
+def _child_value(flag: str, value: Any, index: int) -> list[str]:
+    """``flag value`` as parsed, so the child parses back the same value."""
+    return [flag, str(value)] if _given(value) else []
+
+
+def _child_switch(flag: str, value: Any, index: int) -> list[str]:
+    return [flag] if value else []
+
+
+def _child_queues(flag: str, value: Any, index: int) -> list[str]:
+    return [word for name, limit in value or () for word in (flag, f"{name}={limit}")]
+
+
+def _child_id(flag: str, value: Any, index: int) -> list[str]:
+    """``X-<index + 1>`` for ``--id X``: ids must differ, or each child's registration would
+    take the row of another and make the rescuer think it restarted."""
+    return [flag, f"{value}-{index + 1}"] if _given(value) else []
+
+
+def _child_metrics_port(flag: str, value: Any, index: int) -> list[str]:
+    """``PORT + index``: each process serves its own metrics (0: each picks a free port)."""
+    return [] if value is None else [flag, str(value + index if value else 0)]
+
+
+def _not_for_children(flag: str, value: Any, index: int) -> list[str]:
+    return []
+
+
+def _job_timeout(seconds: float) -> timedelta | None:
+    return timedelta(seconds=seconds) if seconds else None
+
+
+@dataclass(frozen=True)
+class _WorkerOption:
+    """One ``worker`` option, the only place it is defined: how argparse reads it (``flags``
+    and the ``add_argument`` keywords ``parse``), the :class:`~sa_river.config.WorkerConfig`
+    field it sets (through ``to_config``), if any, and what each supervised child is given
+    for it (``to_child``), so that a new option reaches the children without a second list.
+    """
+
+    flags: tuple[str, ...]
+    parse: Mapping[str, Any]
+    field: str | None = None
+    to_config: Callable[[Any], Any] = lambda value: value
+    to_child: ChildWords = _child_value
+
+    @property
+    def dest(self) -> str:
+        """The attribute argparse stores the option in."""
+        return str(self.parse.get("dest") or _dest(self.flags[0]))
+
+
+def _seconds_option(flag: str, field: str, default: float, help_text: str) -> _WorkerOption:
+    return _WorkerOption(
+        (flag,),
+        {
+            "type": _seconds,
+            "default": None,
+            "metavar": "S",
+            "help": f"{help_text} (default {default:g})",
+        },
+        field=field,
+    )
+
+
+_WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
+    _WorkerOption(
+        ("--app",),
+        {
+            "required": True,
+            "metavar": "MODULE:ATTR",
+            "help": "where your sa_river.Workers registry lives, e.g. myapp.jobs:workers",
+        },
+    ),
+    _WorkerOption(
+        ("--queue",),
+        {
+            "dest": "queues",
+            "action": "append",
+            "type": _queue_limit,
+            "metavar": "NAME=N",
+            "help": "a queue and how many of its jobs run at once (repeatable; default: "
+            "default=10)",
+        },
+        field="queues",
+        to_config=dict,
+        to_child=_child_queues,
+    ),
+    _WorkerOption(
+        ("--id",),
+        {"dest": "client_id", "default": None, "help": "worker id (default: random)"},
+        field="client_id",
+        to_child=_child_id,
+    ),
+    _WorkerOption(
+        ("--poll-only",),
+        {"action": "store_true", "help": "never LISTEN (PgBouncer transaction mode)"},
+        field="poll_only",
+        to_child=_child_switch,
+    ),
+    _WorkerOption(
+        ("--job-timeout",),
+        {
+            "type": _seconds,
+            "default": None,
+            "metavar": "S",
+            "help": "default per-attempt timeout; 0 for none (default "
+            f"{(config.JOB_TIMEOUT_DEFAULT or timedelta(0)).total_seconds():g})",
+        },
+        field="job_timeout",
+        to_config=_job_timeout,
+    ),
+    *(_seconds_option(*row) for row in _WORKER_SECONDS),
+    _WorkerOption(("--log-level",), {"default": "INFO", "choices": ["DEBUG", "INFO", "WARNING"]}),
+    _WorkerOption(
+        ("--log-format",),
+        {
+            "default": "text",
+            "choices": ["text", "json"],
+            "help": "text: a line with key=value fields; json: one JSON object per line "
+            "(fields documented in docs/observability.md)",
+        },
+    ),
+    _WorkerOption(
+        ("--processes",),
+        {
+            "type": _positive_int,
+            "default": 1,
+            "metavar": "N",
+            "help": "run N worker processes under one supervisor that restarts any that die "
+            "and forwards SIGTERM/SIGINT (default 1: this process is the worker); --queue "
+            "limits apply to each process",
+        },
+        to_child=_not_for_children,  # a child is one worker process
+    ),
+    _WorkerOption(
+        ("--metrics-port",),
+        {
+            "type": _port,
+            "default": None,
+            "metavar": "PORT",
+            "help": "serve Prometheus metrics on http://HOST:PORT/metrics while the worker "
+            "runs (needs: pip install 'sa_river[prometheus]'); 0 picks a free port, printed "
+            "at start. With --processes N, process i (0 to N-1) serves its own metrics on "
+            "PORT+i: scrape all N ports",
+        },
+        to_child=_child_metrics_port,
+    ),
+    _WorkerOption(
+        ("--metrics-host", "--metrics-addr"),
+        {
+            "dest": "metrics_host",
+            "action": _StoreNamingOption,
+            "default": None,
+            "metavar": "HOST",
+            "help": f"address the metrics server listens on (default {METRICS_HOST_DEFAULT}: "
+            "every interface, for a Prometheus on another machine; 127.0.0.1 for one on this "
+            "machine only); --metrics-addr is the old name",
+        },
+    ),
+)
+"""Every option of ``worker`` but ``--database-url``, in ``--help`` order."""
+
+_WORKER_FLAGS: dict[str, str] = {
+    option.field: option.flags[0] for option in _WORKER_OPTIONS if option.field is not None
+}
+"""The option behind each WorkerConfig field, so that a ConfigError names the flag."""
 
 
 def _load_workers(spec: str) -> Any:
@@ -564,17 +665,11 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
 def _worker_config(args: argparse.Namespace) -> config.WorkerConfig:
     """The ``WorkerConfig`` of ``worker``'s options; a bad one is a :class:`CommandFailed`
     naming the options, not the fields, since options are what the user typed."""
-    settings: dict[str, Any] = {"poll_only": args.poll_only}
-    if args.queues:
-        settings["queues"] = dict(args.queues)
-    if args.client_id:
-        settings["client_id"] = args.client_id
-    if args.job_timeout is not None:
-        settings["job_timeout"] = timedelta(seconds=args.job_timeout) if args.job_timeout else None
-    for flag, field, _default, _help in _WORKER_SECONDS:
-        value = getattr(args, _dest(flag))
-        if value is not None:
-            settings[field] = value
+    settings: dict[str, Any] = {}
+    for option in _WORKER_OPTIONS:
+        value = getattr(args, option.dest)
+        if option.field is not None and _given(value):
+            settings[option.field] = option.to_config(value)
     try:
         return config.WorkerConfig(**settings)
     except ConfigError as exc:
@@ -622,30 +717,17 @@ def _start_metrics(args: argparse.Namespace, worker: Worker) -> MetricsServer:
 
 
 def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
-    """The ``worker`` arguments of supervised child ``index``: this command's, minus
-    ``--processes`` and the database URL, and, for ``--id X``, the id ``X-<index + 1>``.
+    """The ``worker`` arguments of supervised child ``index``, built from the parsed options by
+    each one's ``to_child`` in :data:`_WORKER_OPTIONS`: the same options, except no
+    ``--processes``, ``--id X-<index + 1>`` for ``--id X`` and ``--metrics-port PORT+index``.
 
-    The URL goes to the child in its environment (:func:`_run_supervisor`): any user can read
-    any process's argv with ``ps``, and the URL may hold a password.
+    The database URL is not among them: it goes to the child in its environment
+    (:func:`_run_supervisor`), since any user can read any process's argv with ``ps`` and the
+    URL may hold a password.
     """
-    argv = ["worker", "--app", args.app, "--log-level", args.log_level]
-    argv += ["--log-format", args.log_format]
-    for name, limit in args.queues or ():
-        argv += ["--queue", f"{name}={limit}"]
-    if args.client_id:
-        argv += ["--id", f"{args.client_id}-{index + 1}"]
-    if args.poll_only:
-        argv.append("--poll-only")
-    if args.job_timeout is not None:
-        argv += ["--job-timeout", repr(args.job_timeout)]
-    for flag, _field, _default, _help in _WORKER_SECONDS:
-        value = getattr(args, _dest(flag))
-        if value is not None:
-            argv += [flag, repr(value)]
-    if args.metrics_port is not None:
-        # Each process serves its own metrics: child i on PORT+i (0: each picks a free port).
-        port = args.metrics_port + index if args.metrics_port else 0
-        argv += ["--metrics-port", str(port), "--metrics-host", args.metrics_host]
+    argv = ["worker"]
+    for option in _WORKER_OPTIONS:
+        argv += option.to_child(option.flags[0], getattr(args, option.dest), index)
     return argv
 
 
@@ -813,7 +895,13 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
                 "expires_at": leader.expires_at.isoformat(),
             },
             "workers": [
-                {"id": c[0], "hostname": c[1], "pid": c[2], "queues": c[3], "heartbeat_at": c[4]}
+                {
+                    "id": c.id,
+                    "hostname": c.hostname,
+                    "pid": c.pid,
+                    "queues": list(c.queues),
+                    "heartbeat_at": c.heartbeat_at,
+                }
                 for c in clients
             ],
             "queues": {q: {s.value: n.get(s, 0) for s in states} for q, n in counts.items()},
@@ -833,7 +921,13 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         out,
         ["worker", "host", "pid", "queues", "last heartbeat"],
         [
-            [c[0], c[1], str(c[2]), ",".join(c[3]), c[4].isoformat(timespec="seconds")]
+            [
+                c.id,
+                c.hostname,
+                str(c.pid),
+                ",".join(c.queues),
+                c.heartbeat_at.isoformat(timespec="seconds"),
+            ]
             for c in clients
         ],
     )
@@ -938,64 +1032,14 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 # --- database URLs and error reporting --------------------------------------------------------
 
-_URL_EXAMPLE = "postgresql+psycopg://user:password@host:5432/dbname"
-
 
 def _check_database_url(url: str) -> str:
-    """``url`` if the command line can use it (``postgres://`` spelled ``postgresql://``), else
-    :class:`CommandFailed` with a one-line reason that shows the URL with its password hidden.
-
-    Runs before any engine exists: handed to SQLAlchemy, a ``sqlite:`` URL creates a file
-    before the command fails, and a malformed one fails with a traceback that can show part of
-    the password.
-    """
-    shown = redact_url(url)
-    _, separator, rest = url.partition("://")
-    if not separator:
-        raise CommandFailed(f"malformed database URL '{shown}': expected {_URL_EXAMPLE}")
-    if rest.count("@") > 1:
-        raise CommandFailed(
-            f"malformed database URL '{shown}': it has more than one '@'; write an '@' in the "
-            "user name or password as %40"
-        )
+    """``url`` as the command line's engines use it (:func:`~sa_river.urls.command_line_url`),
+    or :class:`CommandFailed` with its one-line reason."""
     try:
-        parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
-        raise CommandFailed(f"malformed database URL '{shown}': expected {_URL_EXAMPLE}") from None
-    except ValueError:  # the only one make_url raises: int() of the port
-        raise CommandFailed(f"malformed database URL '{shown}': the port is not a number") from None
-    backend = parsed.get_backend_name()
-    if backend in ("postgres", "postgresql"):
-        # postgres:// is how Heroku and libpq spell it, and SQLAlchemy knows only postgresql.
-        # Without a driver, psycopg 3 (sa_river's own): SQLAlchemy 2.0 would pick psycopg2.
-        driver = parsed.drivername.partition("+")[2] or "psycopg"
-        if parsed.drivername != f"postgresql+{driver}":
-            parsed = parsed.set(drivername=f"postgresql+{driver}")
-            url = parsed.render_as_string(hide_password=False)
-    else:
-        raise CommandFailed(
-            f"database URL '{shown}' is not a PostgreSQL one: sa_river needs {_URL_EXAMPLE}"
-        )
-    try:
-        dialect = parsed.get_dialect()
-    except sqlalchemy.exc.NoSuchModuleError:
-        raise CommandFailed(
-            f"unknown driver '{parsed.get_driver_name()}' in database URL '{shown}': "
-            f"use {_URL_EXAMPLE}"
-        ) from None
-    if dialect.is_async:
-        raise CommandFailed(
-            f"database URL '{shown}' names the asyncio driver '{parsed.get_driver_name()}': the "
-            f"command line needs a synchronous one, as in {_URL_EXAMPLE}"
-        )
-    try:
-        dialect.import_dbapi()
-    except ImportError as exc:
-        raise CommandFailed(
-            f"driver '{parsed.get_driver_name()}' of database URL '{shown}' is not installed "
-            f"({exc}): install it or use {_URL_EXAMPLE}"
-        ) from None
-    return url
+        return command_line_url(url)
+    except DatabaseUrlError as exc:
+        raise CommandFailed(exc.reason) from None
 
 
 def _one_line(text: str) -> str:

@@ -25,6 +25,7 @@ from sa_river.models import SaRiverClient
 
 __all__ = [
     "ClientRegistration",
+    "LiveClient",
     "client_delete",
     "client_heartbeat",
     "client_list_alive",
@@ -144,10 +145,19 @@ def client_delete(conn: Connection, client_id: str, *, started_at: datetime | No
     conn.execute(stmt)
 
 
-def client_list_alive(
-    conn: Connection, within_seconds: float
-) -> list[tuple[str, str, int, list[str], datetime]]:
-    """``(id, hostname, pid, queues, heartbeat_at)`` of runners seen within the window."""
+@dataclass(frozen=True)
+class LiveClient:
+    """A runner that heartbeated recently, as :func:`client_list_alive` returns it."""
+
+    id: str
+    hostname: str
+    pid: int
+    queues: tuple[str, ...]
+    heartbeat_at: datetime
+
+
+def client_list_alive(conn: Connection, within_seconds: float) -> list[LiveClient]:
+    """The runners that heartbeated within the last ``within_seconds``, by id."""
     window = func.make_interval(0, 0, 0, 0, 0, 0, bindparam("within", type_=Float))
     rows = conn.execute(
         select(
@@ -161,7 +171,16 @@ def client_list_alive(
         .order_by(client_table.c.id),
         {"within": within_seconds},
     )
-    return [(r.id, r.hostname, r.pid, list(r.queues), r.heartbeat_at) for r in rows]
+    return [
+        LiveClient(
+            id=r.id,
+            hostname=r.hostname,
+            pid=r.pid,
+            queues=tuple(r.queues),
+            heartbeat_at=r.heartbeat_at,
+        )
+        for r in rows
+    ]
 
 
 def missing_tables(conn: Connection, names: Sequence[str]) -> list[str]:

@@ -486,3 +486,83 @@ def test_metrics_host_defaults_to_every_interface() -> None:
     args = cli.build_parser().parse_args([*WORKER, "--metrics-port", "0"])
     cli._check_metrics_options(args)
     assert args.metrics_host == "0.0.0.0"
+
+
+def _worker_parser() -> cli.CliParser:
+    commands = cli.CliParser(prog="sa-river").add_subparsers(dest="command")
+    cli.add_worker_parser(commands)
+    parser = commands.choices["worker"]
+    assert isinstance(parser, cli.CliParser)
+    return parser
+
+
+def test_every_worker_option_but_the_url_is_in_the_one_table() -> None:
+    # A flag added to the worker parser any other way would not reach supervised children.
+    defined = {
+        flag
+        for action in _worker_parser()._actions
+        for flag in action.option_strings
+        if action.dest not in ("help", "database_url")
+    }
+    assert defined == {flag for option in cli._WORKER_OPTIONS for flag in option.flags}
+
+
+# Every worker option, each with a value other than its default.
+EVERY_WORKER_OPTION = {
+    "--app": WORKER[1:],
+    "--queue": ["--queue", "mail=3", "--queue", "default=7"],
+    "--id": ["--id", "w"],
+    "--poll-only": ["--poll-only"],
+    "--job-timeout": ["--job-timeout", "0.25"],
+    "--poll-interval": ["--poll-interval", "2.5"],
+    "--shutdown-timeout": ["--shutdown-timeout", "7"],
+    "--heartbeat-interval": ["--heartbeat-interval", "10"],
+    "--rescue-after": ["--rescue-after", "45"],
+    "--rescuer-interval": ["--rescuer-interval", "15"],
+    "--rescue-stuck-after": ["--rescue-stuck-after", "600"],
+    "--completed-retention": ["--completed-retention", "3600"],
+    "--cancelled-retention": ["--cancelled-retention", "0"],
+    "--discarded-retention": ["--discarded-retention", "1e-05"],
+    "--log-level": ["--log-level", "DEBUG"],
+    "--log-format": ["--log-format", "json"],
+    "--processes": ["--processes", "3"],
+    "--metrics-port": ["--metrics-port", "9100"],
+    "--metrics-host": ["--metrics-addr", "::1"],
+}
+
+
+def test_a_supervised_child_parses_back_every_option_it_is_given() -> None:
+    assert set(EVERY_WORKER_OPTION) == {option.flags[0] for option in cli._WORKER_OPTIONS}
+    argv = ["worker", *(word for words in EVERY_WORKER_OPTION.values() for word in words)]
+    args = cli.build_parser().parse_args(argv)
+    cli._check_metrics_options(args)
+    for index in range(3):
+        child = vars(cli.build_parser().parse_args(cli._child_argv(args, index)))
+        for option in cli._WORKER_OPTIONS:
+            expected = {
+                "--id": f"w-{index + 1}",
+                "--processes": 1,
+                "--metrics-port": 9100 + index,
+            }.get(option.flags[0], getattr(args, option.dest))
+            assert child[option.dest] == expected, option.flags[0]
+
+
+def test_a_supervised_child_of_defaults_gets_defaults() -> None:
+    args = cli.build_parser().parse_args(WORKER)
+    cli._check_metrics_options(args)
+    child = cli._child_argv(args, 0)
+    assert child == ["worker", "--app", WORKER[2], "--log-level", "INFO", "--log-format", "text"]
+    assert vars(cli.build_parser().parse_args(child)) == vars(args)
+
+
+def test_metrics_port_0_is_0_in_every_child() -> None:
+    args = cli.build_parser().parse_args([*WORKER, "--processes", "2", "--metrics-port", "0"])
+    cli._check_metrics_options(args)
+    child = cli._child_argv(args, 1)
+    assert child[child.index("--metrics-port") + 1] == "0"
+
+
+def test_an_empty_id_is_a_random_one_in_the_worker_and_its_children() -> None:
+    args = cli.build_parser().parse_args([*WORKER, "--id", ""])
+    assert "--id" not in cli._child_argv(args, 0)
+    assert cli._worker_config(args).client_id != ""
