@@ -18,8 +18,9 @@ from sqlalchemy.engine import URL
 from sqlalchemy.pool import NullPool
 
 from sa_river import migrate
+from sa_river.urls import libpq_dsn
 
-__all__ = ["ScratchDatabases", "execute", "libpq_dsn", "raw_connect", "scalar", "url_text"]
+__all__ = ["ScratchDatabases", "execute", "raw_connect", "scalar"]
 
 
 class ScratchDatabases:
@@ -68,16 +69,6 @@ class ScratchDatabases:
         for name in reversed(list(self._created)):
             with suppress(psycopg.Error):
                 self.drop(self.server_url.set(database=name))
-
-
-def libpq_dsn(url: URL) -> str:
-    """The libpq connection string of a SQLAlchemy URL (its driver name dropped)."""
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def url_text(url: URL) -> str:
-    """The URL with its password, for a child process's environment (never its argv)."""
-    return url.render_as_string(hide_password=False)
 
 
 def raw_connect(url: URL) -> psycopg.Connection[Any]:

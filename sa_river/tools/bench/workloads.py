@@ -65,9 +65,10 @@ from sa_river.options import DEFAULT_UNIQUE_STATES, InsertOpts, UniqueOpts
 from sa_river.queries.notify import CURRENT_SCHEMA_SQL, TOPIC_INSERT, listen_statement
 from sa_river.tools.bench import sql
 from sa_river.tools.bench.report import BenchOptions, Result
-from sa_river.tools.bench.scratch import execute, libpq_dsn, raw_connect, scalar, url_text
+from sa_river.tools.bench.scratch import execute, raw_connect, scalar
 from sa_river.tools.progress import Progress
 from sa_river.unique import states_bitmask
+from sa_river.urls import libpq_dsn, url_text
 from sa_river.workers import Job, Workers
 
 __all__ = [
