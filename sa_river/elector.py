@@ -87,6 +87,7 @@ class Elector(Service):
         self.follower_jitter = follower_jitter
         self._term: LeaderTerm | None = None
         self._trusted_until = 0.0
+        self._announced = False  # subscribers were told of the current term
         self._subscribers: list[Callable[[bool], None]] = []
         self._wake = threading.Event()
         self._failures = 0
@@ -128,6 +129,8 @@ class Elector(Service):
                 delay = min(delay, max(0.0, self._trusted_until - time.monotonic()))
             self._wake.wait(delay)
             self._wake.clear()
+            if self.stopping:
+                break  # a term still held is resigned below, not stepped down from
             if self._term is not None and not self.is_leader():
                 self._step_down("trust window ran out")
         self._resign()
@@ -142,16 +145,22 @@ class Elector(Service):
             self._failed("elect", exc)
             return
         self._succeeded()
-        if term is not None and not self.stopping:
-            self._term = term
-            self._trusted_until = started + self.ttl - TRUST_MARGIN
-            logger.info(
-                "elector %s: gained leadership (term %s)",
-                self.leader_id,
-                term.elected_at.isoformat(),
-                extra={"event": "leader_elected", "client_id": self.leader_id},
-            )
-            self._publish(True)
+        if term is None:
+            return
+        self._term = term
+        if self.stopping:
+            # Won while being stopped: keep the term only for run() to resign it at once, or
+            # the seat stays taken by nobody until the term expires (a whole TTL of no leader).
+            return
+        self._trusted_until = started + self.ttl - TRUST_MARGIN
+        self._announced = True
+        logger.info(
+            "elector %s: gained leadership (term %s)",
+            self.leader_id,
+            term.elected_at.isoformat(),
+            extra={"event": "leader_elected", "client_id": self.leader_id},
+        )
+        self._publish(True)
 
     def _attempt_reelect(self) -> None:
         term = self._term
@@ -178,6 +187,7 @@ class Elector(Service):
             return
         self._term = None
         self._trusted_until = 0.0
+        self._announced = False
         logger.warning(
             "elector %s: lost leadership (%s)",
             self.leader_id,
@@ -192,7 +202,9 @@ class Elector(Service):
             return
         self._term = None
         self._trusted_until = 0.0
-        self._publish(False)
+        if self._announced:
+            self._announced = False
+            self._publish(False)
         try:
             with self._engine.begin() as conn:
                 set_local_statement_timeout(conn, self.attempt_timeout)

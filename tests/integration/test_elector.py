@@ -51,7 +51,7 @@ class TestQueries:
         assert b is None
 
     def test_follower_renewal_changes_nothing_and_reports_not_leader(self, engine: Engine) -> None:
-        # Seed bug 1: a guard on EXCLUDED.leader_id would let "b" renew a's term.
+        # A guard on EXCLUDED.leader_id (always true) would let "b" renew a's term.
         with engine.begin() as conn:
             a = leader_attempt_elect(conn, leader_id="a", ttl=10)
         assert a is not None
@@ -124,6 +124,31 @@ class TestElector:
         assert transitions == [True, False]
         with own_engine.begin() as conn:
             assert leader_get(conn) is None
+
+    def test_a_term_won_while_stopping_is_resigned_not_left_to_expire(
+        self, own_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stop that lands while the first election is in flight: the term it wins is
+        given up at once, instead of keeping the seat empty-handed for a whole TTL."""
+        from sa_river import elector as elector_module
+
+        transitions: list[bool] = []
+        elector = make_elector(own_engine, "quitter", ttl=60.0)
+        elector.subscribe(transitions.append)
+        real_elect = elector_module.leader_attempt_elect
+
+        def elect_then_get_stopped(*args: object, **kwargs: object) -> object:
+            term = real_elect(*args, **kwargs)  # type: ignore[arg-type]
+            elector._stop_event.set()  # the stop arrives while the transaction commits
+            return term
+
+        monkeypatch.setattr(elector_module, "leader_attempt_elect", elect_then_get_stopped)
+        elector.start()
+        assert elector.stop(5)
+        with own_engine.begin() as conn:
+            assert leader_get(conn) is None
+        assert transitions == []  # never announced: no leader work was started
+        assert not elector.is_leader()
 
     def test_follower_takes_over_promptly_after_resign(self, db_url: URL) -> None:
         engines = [create_engine(db_url, pool_size=2, max_overflow=0) for _ in range(2)]
