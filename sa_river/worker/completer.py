@@ -92,6 +92,8 @@ class BatchCompleter(Service):
         self._stop_requested = False
         self._held = HeldConnection(engine)
         self.completed_count = 0
+        self.abandoned_count = 0
+        """Outcomes it gave up on: their jobs stay ``running`` until a rescue."""
 
     def add(self, outcome: AttemptOutcome) -> None:
         """Queue one outcome; blocks while too many are unwritten (back-pressure)."""
@@ -159,6 +161,7 @@ class BatchCompleter(Service):
                         len(batch),
                         extra={"event": "completer_failed"},
                     )
+                    self.abandoned_count += len(batch)
                     self._held.drop(invalidate=True)
                     self.sleep(0.05)
                 finally:
@@ -273,6 +276,7 @@ class BatchCompleter(Service):
                 job_id,
                 extra={"event": "completer_failed", "job_id": job_id, "attempt": attempt},
             )
+            self.abandoned_count += 1
             return 0
         if job_id in states:
             logger.warning(
@@ -327,6 +331,7 @@ class BatchCompleter(Service):
                 time.sleep(backoff.next())
 
     def _log_gave_up(self, n: int, started: float, exc: _GaveUp) -> None:
+        self.abandoned_count += n
         logger.error(
             "completer: giving up on %d outcomes after %.0fs (%s); their jobs stay running and "
             "will be rescued",

@@ -3,7 +3,8 @@
 Every ``interval`` seconds the runner upserts its row in ``sa_river_client`` (sa_river's own
 table: id, host, pid, queues, ``started_at``, ``heartbeat_at``) and touches
 ``river_queue.updated_at`` of its queues, as River's producers do, so River UI lists them and
-the queue cleaner keeps them. A clean stop deletes the row.
+the queue cleaner keeps them. A clean stop deletes the row, unless the runner leaves jobs
+running behind it (:meth:`Heartbeat.keep_registration`).
 
 What the rescuer reads here is the *incarnation*, not just the id. Ids are often fixed (a
 systemd unit, a StatefulSet pod, ``--id``, a supervised child restarted as ``s-1`` again), so
@@ -76,6 +77,17 @@ class Heartbeat(Service):
         self.superseded = threading.Event()
         self.last_failure: float | None = None
         """When a beat last failed (``time.monotonic()``): this process lost the database."""
+        self._keep_row = False
+
+    def keep_registration(self) -> None:
+        """Leave this runner's row in place at stop, to go stale, instead of deleting it.
+
+        For a runner that stops with jobs still ``running`` in its name (their outcomes or
+        their release could not be written): with its row gone, the rescuer would take them
+        for a runner it never knew and wait ``rescue_stuck_after`` (an hour by default); with
+        a stale row it rescues them once the heartbeat TTL has passed.
+        """
+        self._keep_row = True
 
     def beat(self) -> None:
         """Register (first success) or refresh this runner's row, in one transaction."""
@@ -159,6 +171,13 @@ class Heartbeat(Service):
                 break
         if self.superseded.is_set() or self.started_at is None:
             return  # the row is not ours to delete
+        if self._keep_row:
+            logger.warning(
+                "keeping this runner's heartbeat row: it stops with jobs still running, which "
+                "the rescuer takes back once the row is stale",
+                extra={"event": "heartbeat_kept"},
+            )
+            return
         try:
             with self._engine.begin() as conn:
                 client_delete(conn, self._client_id, started_at=self.started_at)

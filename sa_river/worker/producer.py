@@ -76,6 +76,9 @@ class Producer(Service):
         self._backlog = False
         self._held = HeldConnection(engine)
         self._undecodable: list[UndecodableJob] = []
+        self.abandoned_count = 0
+        """Fetched jobs whose failure it could not record: they stay ``running`` until a
+        rescue."""
 
     def notify_insert(self) -> None:
         """A job was inserted into this queue (or anything may have changed): fetch soon."""
@@ -265,6 +268,7 @@ class Producer(Service):
                 ", ".join(str(f.job_id) for f in failures),
                 extra={"event": "producer_error", "queue": self.queue},
             )
+            self.abandoned_count += len(failures)
         self._undecodable.clear()
 
 

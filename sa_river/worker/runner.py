@@ -308,8 +308,12 @@ class Worker:
                 break
         released = self._executor.release_all()
         self._completer.stop(grace + 5)
-        if released:
-            self._release(released)
+        left_running = bool(released) and not self._release(released)
+        abandoned = self._completer.abandoned_count + sum(
+            p.abandoned_count for p in self._producers.values()
+        )
+        if left_running or abandoned:
+            self._heartbeat.keep_registration()
         self._close()
         logger.info("worker %s stopped", self.client_id, extra={"event": "worker_stopped"})
 
@@ -318,24 +322,29 @@ class Worker:
         self._hard_stop.set()
         self.stop()
 
-    def _release(self, released: list[AttemptOutcome]) -> None:
+    def _release(self, released: list[AttemptOutcome]) -> bool:
+        """Give unfinished jobs back; false if that could not be written."""
         try:
             with self._engine.begin() as conn:
                 # Fenced by attempt: a job rescued and re-fetched elsewhere is left alone.
                 job_set_state_if_running_many(conn, released)
-            logger.warning(
-                "worker %s: %d unfinished jobs returned to available",
-                self.client_id,
-                len(released),
-                extra={"event": "jobs_released"},
-            )
         except SQLAlchemyError as exc:
             logger.error(
-                "worker %s: could not return %d running jobs (%s); the rescuer will",
+                "worker %s: could not return %d running jobs (%s); the rescuer will, once "
+                "this runner's heartbeat is stale",
                 self.client_id,
                 len(released),
                 one_line(exc),
+                extra={"event": "jobs_release_failed"},
             )
+            return False
+        logger.warning(
+            "worker %s: %d unfinished jobs returned to available",
+            self.client_id,
+            len(released),
+            extra={"event": "jobs_released"},
+        )
+        return True
 
     def _stop_leadership(self) -> None:
         if self._elector is not None:

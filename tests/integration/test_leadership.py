@@ -53,7 +53,7 @@ def start(started: list[sa_river.Worker], url: URL, **settings: Any) -> sa_river
 def test_election_and_completion_go_on_while_the_application_pool_is_exhausted(
     db_url: URL, engine: Engine, started: list[sa_river.Worker]
 ) -> None:
-    # Seed bug 2: the application's pool is fully checked out and held for 30 s.
+    # The application's pool is fully checked out and held for 30 s.
     app_engine = create_engine(db_url, pool_size=2, max_overflow=0, pool_timeout=1)
     held = [app_engine.connect() for _ in range(2)]
     try:
@@ -91,22 +91,24 @@ def test_election_and_completion_go_on_while_the_application_pool_is_exhausted(
 def test_leader_only_services_follow_leadership_back_and_forth(
     db_url: URL, engine: Engine, started: list[sa_river.Worker]
 ) -> None:
-    # Seed bug 3: A -> B -> A; services start and stop on the right runner every time, and a
+    # A -> B -> A: leader-only services start and stop on the right runner every time, and a
     # 1 s periodic job neither skips nor doubles a run.
     tick = PeriodicJob(timedelta(seconds=1), lambda: ("tick", {}), name="tick")
     a = start(started, db_url, periodic_jobs=[tick])
     wait_until(a.is_leader, 10, message="a to lead")
     b = start(started, db_url, periodic_jobs=[tick])
     time.sleep(2.2)
-    assert a.maintainer is not None
-    assert b.maintainer is not None
-    assert a.maintainer.running
-    assert not b.maintainer.running
+    assert a._maintainer is not None
+    assert b._maintainer is not None
+    assert a._maintainer.running
+    assert not b._maintainer.running
 
     a.stop(10)  # resigns: b takes over at once
     wait_until(b.is_leader, 5, message="b to lead")
-    wait_until(lambda: b.maintainer is not None and b.maintainer.running, 5, message="b's services")
-    assert not a.maintainer.running
+    wait_until(
+        lambda: b._maintainer is not None and b._maintainer.running, 5, message="b's services"
+    )
+    assert not a._maintainer.running
     time.sleep(2.2)
 
     a2 = start(started, db_url, periodic_jobs=[tick])  # "A" again, a new runner process
@@ -117,12 +119,12 @@ def test_leader_only_services_follow_leadership_back_and_forth(
     wait_until(
         lambda: a2.maintainer is not None and a2.maintainer.running, 5, message="a's services"
     )
-    assert not b.maintainer.running
+    assert not b._maintainer.running
     time.sleep(2.2)
     a2.stop(10)
 
-    assert a.maintainer.transitions == [True, False]
-    assert b.maintainer.transitions == [True, False]
+    assert a._maintainer.transitions == [True, False]
+    assert b._maintainer.transitions == [True, False]
     with engine.connect() as conn:
         runs = conn.execute(
             text(

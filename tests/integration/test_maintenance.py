@@ -702,7 +702,7 @@ class TestCleaner:
         assert exists(engine, job_id)
 
     def test_delete_uses_the_state_and_finalized_at_index(self, engine: Engine) -> None:
-        """Lesson 7: with many retained rows the delete is an index scan, not a table scan."""
+        """With many retained rows the delete is an index scan, not a table scan."""
         sql(
             engine,
             """

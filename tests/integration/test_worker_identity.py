@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
+import time
 from datetime import datetime
 from typing import Any
 
@@ -112,7 +114,7 @@ def test_a_newer_process_with_the_same_id_takes_it_over(db_url: URL, engine: Eng
     with running_worker(db_url, Workers(), client_id="twin", **FAST) as older:
         with engine.begin() as conn:
             client_register(conn, client_id="twin", hostname="other-host", pid=2, queues=[])
-        assert older.heartbeat.superseded.wait(5), "the older runner learns of it"
+        assert older._heartbeat.superseded.wait(5), "the older runner learns of it"
         assert older.stopped.wait(10), "a superseded runner stops"
 
     row = client_row(engine, "twin")
@@ -134,3 +136,61 @@ def test_a_lost_heartbeat_row_comes_back_as_the_same_incarnation(engine: Engine)
     again = client_row(engine, "h")
     assert again == first
     assert not heartbeat.superseded.is_set()
+
+
+def test_a_stop_that_cannot_give_jobs_back_keeps_the_row_so_they_are_rescued(
+    engine: Engine, db_url: URL
+) -> None:
+    """A runner that stops with a job still running in its name (its release refused) leaves
+    its heartbeat row to go stale: deleting it would make the job look like a stranger's,
+    rescued only after ``rescue_stuck_after`` (an hour by default) instead of the TTL."""
+    started = threading.Event()
+    workers = Workers()
+
+    @workers.handler("hangs")
+    def hangs(job: Job[dict[str, Any]]) -> None:
+        started.set()
+        time.sleep(3)
+
+    job_id = insert_job(engine, "hangs")
+    with engine.begin() as conn:  # refuse giving the job back, as a lost database would
+        conn.execute(
+            text(
+                "CREATE FUNCTION refuse_release() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN RAISE EXCEPTION 'release refused by the test'; END $$"
+            )
+        )
+        conn.execute(
+            text(
+                "CREATE TRIGGER refuse_release BEFORE UPDATE ON river_job FOR EACH ROW "
+                "WHEN (OLD.state = 'running' AND NEW.state = 'available') "
+                "EXECUTE FUNCTION refuse_release()"
+            )
+        )
+    try:
+        with running_worker(db_url, workers, client_id="keeps-row", shutdown_timeout=0.2):
+            assert started.wait(10)
+        assert wait_for_state(engine, job_id, JobState.RUNNING).attempt == 1
+        assert client_row(engine, "keeps-row") is not None
+    finally:
+        with engine.begin() as conn:
+            conn.execute(text("DROP TRIGGER refuse_release ON river_job"))
+            conn.execute(text("DROP FUNCTION refuse_release()"))
+
+    # The row goes stale and a leader rescues the job after the TTL, not after an hour.
+    done = Workers()
+
+    @done.handler("hangs")
+    def returns(job: Job[dict[str, Any]]) -> None:
+        pass
+
+    with running_worker(db_url, done, **FAST, rescue_stuck_after=3600):
+        row = wait_for_state(engine, job_id, JobState.COMPLETED, timeout=15)
+    assert [e.error for e in row.errors] == [RESCUED_WORKER_LOST]
+    assert row.attempt == 2
+
+
+def test_a_clean_stop_removes_the_row(engine: Engine, db_url: URL) -> None:
+    with running_worker(db_url, Workers(), client_id="clean-stop"):
+        assert client_row(engine, "clean-stop") is not None
+    assert client_row(engine, "clean-stop") is None
