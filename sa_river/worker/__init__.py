@@ -5,6 +5,6 @@
 :class:`~sa_river.worker.heartbeat.Heartbeat`.
 """
 
-from sa_river.worker.runner import Worker, database_url
+from sa_river.worker.runner import Worker
 
-__all__ = ["Worker", "database_url"]
+__all__ = ["Worker"]

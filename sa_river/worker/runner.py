@@ -26,8 +26,8 @@ from types import FrameType
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
-from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.engine import URL
+from sqlalchemy.exc import SQLAlchemyError
 
 from sa_river.config import QUEUES_DEFAULT, WorkerConfig
 from sa_river.elector import Elector
@@ -39,50 +39,18 @@ from sa_river.queries.client import missing_tables
 from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
 from sa_river.service import Service
-from sa_river.urls import redact_url
+from sa_river.urls import runner_url
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.executor import Executor
 from sa_river.worker.heartbeat import Heartbeat
 from sa_river.worker.producer import Producer
 from sa_river.workers import Workers
 
-__all__ = ["Worker", "database_url", "runner_pool_size"]
+__all__ = ["Worker", "runner_pool_size"]
 
 _REQUIRED_TABLES = ("river_job", "river_leader", "river_queue", "sa_river_client")
 
 logger = logging.getLogger("sa_river.worker")
-
-_SYNC_DRIVER = "postgresql+psycopg"
-
-
-def database_url(database: str | URL | Engine) -> URL:
-    """The sync psycopg URL of ``database``; a clear error for a malformed one."""
-    if isinstance(database, Engine):
-        url = database.url
-    elif isinstance(database, URL):
-        url = database
-    elif isinstance(database, str):
-        try:
-            url = make_url(database)
-        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
-            raise ConfigError(
-                "database_url",
-                f"cannot parse '{redact_url(database)}'; "
-                "expected postgresql+psycopg://user@host/dbname",
-            ) from None
-    else:
-        raise ConfigError(
-            "database_url", f"expected a URL string, URL or Engine, got {type(database).__name__}"
-        )
-    if url.get_backend_name() == "postgres":  # postgres://..., as Heroku and libpq spell it
-        url = url.set(drivername=_SYNC_DRIVER)
-    if url.get_backend_name() != "postgresql":
-        raise ConfigError(
-            "database_url",
-            f"sa_river needs PostgreSQL, got {url.render_as_string(hide_password=True)}",
-        )
-    return url.set(drivername=_SYNC_DRIVER)
-
 
 _FIXED_CONNECTIONS = 6
 """Connections of the runner's pool besides one per producer: the completer, the heartbeat,
@@ -129,7 +97,7 @@ class Worker:
             raise ConfigError("config", "pass either config= or queues/settings, not both")
         self.config = config
         self.workers = workers
-        self.url = database_url(database)
+        self.url = runner_url(database)
         self._periodic_jobs = validate_periodic_jobs(periodic_jobs)
         if self._periodic_jobs and not config.maintenance:
             raise ConfigError("periodic_jobs", "periodic jobs need maintenance=True (a leader)")
