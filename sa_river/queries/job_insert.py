@@ -1,5 +1,9 @@
 """Inserting into ``river_job`` (internal): the one-row and many-row statements (with the
 unique ``ON CONFLICT``) and ``COPY``.
+
+Every path decides a new job's state with :func:`initial_state` (``COPY``, in Python) or
+:func:`initial_state_sql` (the two ``INSERT`` statements, in SQL); both are read off the one
+rule in :func:`_initial_state_rule`, so the paths cannot disagree.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import psycopg
 from sqlalchemy import (
     Boolean,
     Connection,
@@ -28,7 +33,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, BIT, JSONB, TIMESTAMP
 from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.sql import bindparam
+from sqlalchemy.sql import ColumnElement, bindparam
+from sqlalchemy.util import await_only
 
 from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob
 from sa_river.queries.job_admin import job_get
@@ -44,6 +50,8 @@ __all__ = [
     "available_queues",
     "copy_rows",
     "db_now_statement",
+    "initial_state",
+    "initial_state_sql",
     "job_insert_copy",
     "job_insert_many",
     "job_insert_one",
@@ -85,6 +93,56 @@ COPY_COLUMNS = (
 """The columns every insert sets; ``COPY`` sets only these (it has no unique jobs)."""
 
 
+_StateRule = tuple[tuple[tuple[Any, JobState], ...], JobState]
+
+
+def _initial_state_rule(pending: Any, scheduled_at: Any, now: Any) -> _StateRule:
+    """The rule for a new job's state, as ``(((condition, state), ...), otherwise)``.
+
+    The first condition that holds wins: ``pending`` makes the job ``pending`` (even when it is
+    also scheduled for later); a ``scheduled_at`` after ``now`` makes it ``scheduled``; any
+    other job is ``available``. ``scheduled_at`` is the time to be stored (the caller's, or
+    ``now`` when none was given) and ``now`` is the database's transaction time, never the
+    client's clock: a job is judged by the clock the fetch and the scheduler compare with, and
+    by the same instant on every insert path.
+
+    The operands are Python values or SQL expressions alike (``>`` and a boolean test mean the
+    same in both), which is what lets :func:`initial_state` and :func:`initial_state_sql` read
+    this one definition instead of each stating the rule.
+    """
+    return ((pending, JobState.PENDING), (scheduled_at > now, JobState.SCHEDULED)), (
+        JobState.AVAILABLE
+    )
+
+
+def initial_state(pending: bool, scheduled_at: datetime, now: datetime) -> JobState:
+    """A new job's state, decided in Python (for ``COPY``, which cannot evaluate SQL).
+
+    ``now`` must be the database's transaction time (``SELECT now()`` in the inserting
+    transaction) and ``scheduled_at`` the time being stored.
+    """
+    conditions, otherwise = _initial_state_rule(pending, scheduled_at, now)
+    for condition, state in conditions:
+        if condition:
+            return state
+    return otherwise
+
+
+def initial_state_sql(
+    pending: ColumnElement[Any], scheduled_at: ColumnElement[Any], now: ColumnElement[Any]
+) -> ColumnElement[Any]:
+    """A new job's state as a SQL ``CASE`` (cast to ``river_job_state``), for the ``INSERT``
+    statements that decide it in the database, against ``now()``."""
+    conditions, otherwise = _initial_state_rule(pending, scheduled_at, now)
+    return cast(
+        case(
+            *((condition, literal(state.value, Text)) for condition, state in conditions),
+            else_=literal(otherwise.value, Text),
+        ),
+        JOB_STATE_ENUM,
+    )
+
+
 def _insert_many_statement() -> Any:
     source = (
         func.unnest(
@@ -120,6 +178,7 @@ def _insert_many_statement() -> Any:
         .render_derived()
     )
     now = func.now()
+    scheduled_at = func.coalesce(source.c.scheduled_at, now)
     rows = select(
         cast(source.c.args, JSONB),
         source.c.kind,
@@ -129,15 +188,8 @@ def _insert_many_statement() -> Any:
         func.coalesce(cast(source.c.metadata, JSONB), literal_column("'{}'::jsonb")),
         source.c.priority,
         source.c.queue,
-        func.coalesce(source.c.scheduled_at, now),
-        cast(
-            case(
-                (source.c.pending, literal("pending", Text)),
-                (source.c.scheduled_at > now, literal("scheduled", Text)),
-                else_=literal("available", Text),
-            ),
-            JOB_STATE_ENUM,
-        ),
+        scheduled_at,
+        initial_state_sql(source.c.pending, scheduled_at, now),
         func.coalesce(
             func.string_to_array(source.c.tags, literal(",", Text)),
             literal_column("'{}'::varchar[]"),
@@ -182,18 +234,14 @@ _INSERT_MANY = _insert_many_statement()
 def _insert_one_statement() -> Any:
     """One job as a plain ``INSERT ... VALUES``: the web-request case.
 
-    The same columns, state rule, ``ON CONFLICT`` clause and notification as
-    :func:`_insert_many_statement`, without the 11-array ``unnest`` a single row does not need.
+    The same columns, state rule (:func:`initial_state_sql`), ``ON CONFLICT`` clause and
+    notification as :func:`_insert_many_statement`, without the 11-array ``unnest`` a single
+    row does not need.
     A job without a unique key never matches the unique index's predicate, so the clause costs
     nothing for it.
     """
     now = func.now()
-    scheduled_at = bindparam("scheduled_at", type_=TIMESTAMP(timezone=True))
-    state = case(
-        (bindparam("pending", type_=Boolean), literal("pending", Text)),
-        (scheduled_at > now, literal("scheduled", Text)),
-        else_=literal("available", Text),
-    )
+    scheduled_at = func.coalesce(bindparam("scheduled_at", type_=TIMESTAMP(timezone=True)), now)
     insert = (
         pg_insert(job_table)
         .values(
@@ -203,8 +251,8 @@ def _insert_one_statement() -> Any:
             metadata=cast(bindparam("metadata", type_=Text), JSONB),
             priority=bindparam("priority", type_=SmallInteger),
             queue=bindparam("queue", type_=Text),
-            scheduled_at=func.coalesce(scheduled_at, now),
-            state=cast(state, JOB_STATE_ENUM),
+            scheduled_at=scheduled_at,
+            state=initial_state_sql(bindparam("pending", type_=Boolean), scheduled_at, now),
             tags=bindparam("tags", type_=ARRAY(Text)),
             unique_key=bindparam("unique_key", type_=LargeBinary),
             unique_states=cast(bindparam("unique_states", type_=Text), BIT(8)),
@@ -343,18 +391,22 @@ def _id(row: Row[Any]) -> int:
 
 COPY_STATEMENT = f"COPY river_job ({', '.join(COPY_COLUMNS)}) FROM STDIN"
 
+_STATE_AT = COPY_COLUMNS.index("state")
+_QUEUE_AT = COPY_COLUMNS.index("queue")
+
 
 def copy_rows(params: Sequence[JobInsertParams], now: datetime) -> list[tuple[Any, ...]]:
     """Rows for :data:`COPY_STATEMENT`; ``now`` is the database's transaction time."""
+    # A job neither pending nor given a time, the bulk of a batch, always gets the same state:
+    # asked once here, the rule is asked again only for the others.
+    plain_state = initial_state(False, now, now).value
     rows = []
     for p in params:
-        scheduled_at = p.scheduled_at or now
-        if p.pending:
-            state = JobState.PENDING.value
-        elif scheduled_at > now:
-            state = JobState.SCHEDULED.value
+        if p.scheduled_at is None and not p.pending:
+            scheduled_at, state = now, plain_state
         else:
-            state = JobState.AVAILABLE.value
+            scheduled_at = p.scheduled_at or now
+            state = initial_state(p.pending, scheduled_at, now).value
         rows.append(
             (
                 p.args,
@@ -372,6 +424,7 @@ def copy_rows(params: Sequence[JobInsertParams], now: datetime) -> list[tuple[An
 
 
 def db_now_statement() -> Any:
+    """The database's transaction time: the ``now`` every insert path judges states by."""
     return select(func.now())
 
 
@@ -384,20 +437,40 @@ def notify_insert_statement() -> Any:
 
 
 def job_insert_copy(conn: Connection, params: Sequence[JobInsertParams]) -> int:
-    """Insert jobs without unique options through ``COPY``; return how many were written."""
+    """Insert jobs without unique options through ``COPY``; return how many were written.
+
+    The one implementation for both drivers: on an async engine it runs inside
+    ``AsyncConnection.run_sync`` like every other statement, and only the ``COPY`` itself,
+    which psycopg's async connection offers as coroutines, is awaited (in one go, so the rows
+    cost one switch to the event loop rather than one each).
+    """
     if not params:
         return 0
     now = conn.execute(db_now_statement()).scalar_one()
     rows = copy_rows(params, now)
-    driver_conn = conn.connection.driver_connection
-    with driver_conn.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:  # type: ignore[union-attr]
-        for row in rows:
-            copy.write_row(row)
+    driver: Any = conn.connection.driver_connection
+    if isinstance(driver, psycopg.AsyncConnection):
+        await_only(_copy_async(driver, rows))
+    else:
+        _copy_sync(driver, rows)
     conn.execute(notify_insert_statement(), {"queues": available_queues(rows)})
     return len(rows)
 
 
+def _copy_sync(driver: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
+    with driver.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:
+        for row in rows:
+            copy.write_row(row)
+
+
+async def _copy_async(
+    driver: psycopg.AsyncConnection[Any], rows: Sequence[tuple[Any, ...]]
+) -> None:
+    async with driver.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:
+        for row in rows:
+            await copy.write_row(row)
+
+
 def available_queues(rows: Sequence[tuple[Any, ...]]) -> list[str]:
-    state_at = COPY_COLUMNS.index("state")
-    queue_at = COPY_COLUMNS.index("queue")
-    return sorted({r[queue_at] for r in rows if r[state_at] == JobState.AVAILABLE.value})
+    """The queues that received an ``available`` row, each once: the ones to wake."""
+    return sorted({r[_QUEUE_AT] for r in rows if r[_STATE_AT] == JobState.AVAILABLE.value})

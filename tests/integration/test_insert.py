@@ -13,9 +13,10 @@ import asyncio
 import hashlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -43,6 +44,7 @@ from sa_river import (
     UniqueOpts,
     UnserializableArgsError,
 )
+from sa_river.queries.job_insert import initial_state
 from sa_river.testing import drain, require_inserted
 
 UTC = timezone.utc
@@ -170,6 +172,51 @@ def assert_new_job(
     assert result.job.kind == kind
     assert result.job.state == state
     assert result.job.id > 0
+
+
+JUST_AFTER = timedelta(milliseconds=50)
+"""How long after its transaction began a job is scheduled to judge the clock the state rule
+reads: in the future by the transaction's ``now()``, already past by the client's clock."""
+
+STATES_BY_QUEUE = "SELECT queue, state::text FROM river_job ORDER BY id"
+
+
+def state_cases(began: datetime) -> list[tuple[str, InsertOpts, JobState]]:
+    """Options covering every branch of the initial-state rule, with the state each must get
+    in a transaction that began at ``began``."""
+    later = began + timedelta(hours=1)
+    return [
+        ("no time", InsertOpts(), JobState.AVAILABLE),
+        ("past", InsertOpts(scheduled_at=began - timedelta(minutes=5)), JobState.AVAILABLE),
+        ("transaction start", InsertOpts(scheduled_at=began), JobState.AVAILABLE),
+        ("just after", InsertOpts(scheduled_at=began + JUST_AFTER), JobState.SCHEDULED),
+        ("later", InsertOpts(scheduled_at=later), JobState.SCHEDULED),
+        ("pending", InsertOpts(pending=True), JobState.PENDING),
+        ("pending past", InsertOpts(pending=True, scheduled_at=began), JobState.PENDING),
+        ("pending later", InsertOpts(pending=True, scheduled_at=later), JobState.PENDING),
+    ]
+
+
+def wait_past_just_after(began: datetime) -> None:
+    """Sleep until the client's clock is past ``began + JUST_AFTER``."""
+    while datetime.now(UTC) <= began + 2 * JUST_AFTER:
+        time.sleep(0.01)
+
+
+def paths_opts(
+    *paths: str, cases: list[tuple[str, InsertOpts, JobState]]
+) -> list[tuple[str, list[InsertOpts]]]:
+    """Each path with the cases' options, its jobs in a queue named after it."""
+    return [(path, [replace(opts, queue=path) for _, opts, _ in cases]) for path in paths]
+
+
+def assert_states_by_path(
+    stored: Sequence[Any], paths: list[str], cases: list[tuple[str, InsertOpts, JobState]]
+) -> None:
+    expected = [(name, state.value) for name, _, state in cases]
+    for path in paths:
+        got = [state for queue, state in stored if queue == path]
+        assert list(zip([name for name, _ in expected], got, strict=True)) == expected, path
 
 
 # --- targets and transactions -------------------------------------------------------------------
@@ -453,6 +500,56 @@ class TestInsertMany:
         assert scheduled.job.state == JobState.SCHEDULED
         pending = sa_river.insert(engine, Email(to="c"), InsertOpts(pending=True))
         assert pending.job.state == JobState.PENDING
+
+    def test_the_state_rule_in_python_decides_as_the_statements_do(self) -> None:
+        now = datetime.now(UTC)
+        for name, opts, expected in state_cases(now):
+            assert initial_state(bool(opts.pending), opts.scheduled_at or now, now) is expected, (
+                name
+            )
+
+    def test_every_sync_path_decides_the_initial_state_alike_by_the_databases_clock(
+        self, engine: Engine
+    ) -> None:
+        with engine.connect() as conn, conn.begin():
+            began = conn.execute(text("SELECT now()")).scalar_one()
+            wait_past_just_after(began)
+            cases = state_cases(began)
+            for path, opts in paths_opts("insert", "insert_many", "insert_many_fast", cases=cases):
+                if path == "insert":
+                    for o in opts:
+                        sa_river.insert(conn, Email(to=path), o)
+                elif path == "insert_many":
+                    sa_river.insert_many(conn, [InsertManyParams(Email(to=path), o) for o in opts])
+                else:
+                    items = [InsertManyParams(Email(to=path), o) for o in opts]
+                    sa_river.insert_many_fast(conn, items)
+            stored = conn.execute(text(STATES_BY_QUEUE)).all()
+        assert_states_by_path(stored, ["insert", "insert_many", "insert_many_fast"], cases)
+
+    def test_every_async_path_decides_the_initial_state_alike_by_the_databases_clock(
+        self, db_url: URL
+    ) -> None:
+        paths = ["insert_async", "insert_many_async", "insert_many_fast_async"]
+
+        async def body(aengine: AsyncEngine) -> tuple[list[Any], list[Any]]:
+            async with aengine.connect() as conn, conn.begin():
+                began = (await conn.execute(text("SELECT now()"))).scalar_one()
+                wait_past_just_after(began)
+                cases = state_cases(began)
+                for path, opts in paths_opts(*paths, cases=cases):
+                    items = [InsertManyParams(Email(to=path), o) for o in opts]
+                    if path == "insert_async":
+                        for o in opts:
+                            await sa_river.insert_async(conn, Email(to=path), o)
+                    elif path == "insert_many_async":
+                        await sa_river.insert_many_async(conn, items)
+                    else:
+                        await sa_river.insert_many_fast_async(conn, items)
+                return list((await conn.execute(text(STATES_BY_QUEUE))).all()), cases
+
+        stored, cases = run_async(db_url, body)
+        assert_states_by_path(stored, paths, cases)
 
     def test_options_are_stored(self, engine: Engine) -> None:
         opts = InsertOpts(
