@@ -22,18 +22,18 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import partial
-from typing import Any, TypeAlias, TypeVar
+from typing import TypeAlias, TypeVar
 
 from sqlalchemy import Connection
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync, unscoped_async
+from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync
 from sa_river.args import ArgsLike, encode_json, kind_and_encoded_args
 from sa_river.errors import InvalidJobError
 from sa_river.hooks import (
     Hook,
     InsertingJob,
     call_after_insert,
+    call_after_insert_in_transaction,
     call_before_insert,
     installed_hooks,
 )
@@ -49,15 +49,10 @@ from sa_river.options import (
     validate_tags,
 )
 from sa_river.queries.job_insert import (
-    COPY_STATEMENT,
     JobInsertParams,
-    available_queues,
-    copy_rows,
-    db_now_statement,
     job_insert_copy,
     job_insert_many,
     job_insert_one,
-    notify_insert_statement,
 )
 from sa_river.types import InsertResult
 from sa_river.unique import states_bitmask, unique_key
@@ -75,26 +70,6 @@ __all__ = [
 ]
 
 _R = TypeVar("_R")
-
-AFTER_INSERT_HOOKS: list[Callable[[Connection, list[InsertResult]], None]] = []
-"""Called as ``hook(connection, results)`` after each sync :func:`insert` / :func:`insert_many`,
-in the inserting transaction. Empty (and free) unless :func:`sa_river.testing.inline` is on."""
-
-
-def _with_after_insert_hooks(
-    fn: Callable[[Connection, Sequence[JobInsertParams]], list[InsertResult]],
-) -> Callable[[Connection, Sequence[JobInsertParams]], list[InsertResult]]:
-    """``fn``, followed by the :data:`AFTER_INSERT_HOOKS` when there are any."""
-    if not AFTER_INSERT_HOOKS:
-        return fn
-
-    def hooked(conn: Connection, params: Sequence[JobInsertParams]) -> list[InsertResult]:
-        results = fn(conn, params)
-        for hook in tuple(AFTER_INSERT_HOOKS):
-            hook(conn, results)
-        return results
-
-    return hooked
 
 
 @dataclass(frozen=True)
@@ -210,8 +185,7 @@ def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -
     >>> result.job.state                                                          # doctest: +SKIP
     <JobState.AVAILABLE: 'available'>
     """
-    work = _with_after_insert_hooks(_insert_one_listed)
-    return _insert_sync(target, [prepare(args, opts)], work, "insert")[0]
+    return _insert_sync(target, [prepare(args, opts)], _insert_one_listed, "insert")[0]
 
 
 def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[InsertResult]:
@@ -220,8 +194,7 @@ def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[Ins
     Items are args (``JobArgs`` or ``(kind, dict)``) or :class:`InsertManyParams` carrying
     their own options. Unique jobs are honoured, including duplicates within the batch.
     """
-    work = _with_after_insert_hooks(_insert_prepared)
-    return _insert_sync(target, _prepare_many(items), work, "insert_many")
+    return _insert_sync(target, _prepare_many(items), _insert_prepared, "insert_many")
 
 
 def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int:
@@ -260,33 +233,10 @@ async def insert_many_async(
 
 
 async def insert_many_fast_async(target: AsyncTarget, items: Sequence[InsertManyItem]) -> int:
-    """Async twin of :func:`insert_many_fast` (``COPY`` on the async driver connection)."""
+    """Async twin of :func:`insert_many_fast` (the same ``COPY``, run through ``run_sync``)."""
     params = _prepare_many(items)
     _reject_unique_for_copy(params)
-    target = unscoped_async(target)
-    if not isinstance(target, AsyncEngine | AsyncSession | AsyncConnection):
-        raise TypeError(
-            "insert_many_fast_async target must be an AsyncSession, AsyncConnection or "
-            f"AsyncEngine, got {type(target).__name__}"
-        )
-    hooks = installed_hooks()
-    if not hooks:
-        return await _copy_to(target, params)
-    with _InsertHooks(hooks, params) as hooked:
-        count = await _copy_to(target, hooked.params)
-    hooked.succeeded(count)
-    return count
-
-
-async def _copy_to(
-    target: AsyncEngine | AsyncSession | AsyncConnection, params: Sequence[JobInsertParams]
-) -> int:
-    if isinstance(target, AsyncEngine):
-        async with target.begin() as conn:
-            return await _copy_async(conn, params)
-    if isinstance(target, AsyncSession):
-        return await _copy_async(await target.connection(), params)
-    return await _copy_async(target, params)
+    return await _insert_async(target, params, job_insert_copy, "insert_many_fast")
 
 
 # -- one path for every insert, with hooks when any are registered ------------------------------
@@ -309,7 +259,7 @@ def _insert_sync(
     if not hooks:
         return run_sync(target, partial(_work_on, work, params), what=what)
     with _InsertHooks(hooks, params) as hooked:
-        out = run_sync(target, partial(_work_on, work, hooked.params), what=what)
+        out = run_sync(target, partial(hooked.work_on, work), what=what)
     hooked.succeeded(out)
     return out
 
@@ -321,15 +271,17 @@ async def _insert_async(
     if not hooks:
         return await run_async(target, partial(_work_on, work, params), what=what)
     with _InsertHooks(hooks, params) as hooked:
-        out = await run_async(target, partial(_work_on, work, hooked.params), what=what)
+        out = await run_async(target, partial(hooked.work_on, work), what=what)
     hooked.succeeded(out)
     return out
 
 
 class _InsertHooks:
     """One insert call as the registered hooks see it: ``before_insert`` when made (``params``
-    then carries any metadata they changed), ``after_insert`` with the error if the ``with``
-    block raises, or with the results through :meth:`succeeded`."""
+    then carries any metadata they changed), ``after_insert_in_transaction`` through
+    :meth:`work_on`, ``after_insert`` with the error if the ``with`` block raises, or with the
+    results through :meth:`succeeded`. Sync and async inserts both go through here, so the
+    hooks see the same calls from either."""
 
     __slots__ = ("hooks", "jobs", "params")
 
@@ -344,9 +296,20 @@ class _InsertHooks:
         if exc is not None:
             call_after_insert(self.hooks, self.jobs, (), exc)
 
+    def work_on(self, work: _Work[_R], conn: Connection) -> _R:
+        """``work`` on the hooked params, then ``after_insert_in_transaction`` on ``conn``."""
+        out = work(conn, self.params)
+        call_after_insert_in_transaction(self.hooks, conn, self.jobs, _results(out))
+        return out
+
     def succeeded(self, out: object) -> None:
         """``out`` is the call's return: its results, or a count for ``COPY`` (no rows)."""
-        call_after_insert(self.hooks, self.jobs, out if isinstance(out, list) else (), None)
+        call_after_insert(self.hooks, self.jobs, _results(out), None)
+
+
+def _results(out: object) -> Sequence[InsertResult]:
+    """An insert's results as the hooks get them: ``COPY`` returns a count, and no rows."""
+    return out if isinstance(out, list) else ()
 
 
 def _before_insert(
@@ -374,17 +337,3 @@ def _before_insert(
         metadata = encode_json(job.metadata, field="metadata") if job.metadata else "{}"
         updated.append(p if metadata == p.metadata else replace(p, metadata=metadata))
     return jobs, updated
-
-
-async def _copy_async(conn: AsyncConnection, params: Sequence[JobInsertParams]) -> int:
-    if not params:
-        return 0
-    now = (await conn.execute(db_now_statement())).scalar_one()
-    rows = copy_rows(params, now)
-    raw = await conn.get_raw_connection()
-    driver: Any = raw.driver_connection
-    async with driver.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:
-        for row in rows:
-            await copy.write_row(row)
-    await conn.execute(notify_insert_statement(), {"queues": available_queues(rows)})
-    return len(rows)

@@ -1,6 +1,6 @@
 """Hooks: code of yours that runs around every insert and every attempt of a job.
 
-A hook is an object with any of four methods; subclass :class:`Hook` and override the ones you
+A hook is an object with any of five methods; subclass :class:`Hook` and override the ones you
 need. Register it once per process with :func:`add_hook` (or for a block with
 :func:`hooks_installed`); it then sees every insert made with ``sa_river.insert*`` in this
 process and every attempt worked by a :class:`~sa_river.Worker` in this process.
@@ -9,6 +9,13 @@ process and every attempt worked by a :class:`~sa_river.Worker` in this process.
     Called after the jobs were validated, before anything is written. ``job.metadata`` may be
     edited here (tracing context goes there) and the edit is stored. Raising here rejects the
     whole call: nothing is written and the caller sees the exception.
+``after_insert_in_transaction(conn, jobs, results)``
+    Called once the rows are written and before the insert returns, with the inserting
+    ``Connection``, inside the inserting transaction (with an engine, before it commits; with
+    the async inserts, the connection is the sync view ``AsyncConnection.run_sync`` hands out).
+    For work that must join the jobs' transaction: :func:`sa_river.testing.inline` runs the
+    handlers here. Raising here fails the insert as a database error would: the caller sees
+    the exception, and ``after_insert`` hears of it.
 ``after_insert(jobs, results, error)``
     Called when the insert returned (``results`` in input order; empty for
     ``insert_many_fast``) or failed (``error``). With a session or connection, the caller's
@@ -47,6 +54,8 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar
 from sa_river.types import InsertResult, JobState
 
 if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
     from sa_river.workers import Job
 
 __all__ = [
@@ -106,6 +115,15 @@ class Hook:
 
     def before_insert(self, jobs: Sequence[InsertingJob]) -> None:
         """Called before ``jobs`` are written; may edit their metadata, or raise to reject."""
+
+    def after_insert_in_transaction(
+        self,
+        conn: Connection,
+        jobs: Sequence[InsertingJob],
+        results: Sequence[InsertResult],
+    ) -> None:
+        """Called in the inserting transaction, on its connection, once the rows are written
+        (``results`` empty for ``insert_many_fast``); raising fails the insert."""
 
     def after_insert(
         self,
@@ -195,6 +213,18 @@ def call_before_insert(hooks: Sequence[Hook], jobs: Sequence[InsertingJob]) -> N
             # tracing hook ends the span it opened).
             call_after_insert(hooks[:index], jobs, (), exc)
             raise
+
+
+def call_after_insert_in_transaction(
+    hooks: Sequence[Hook],
+    conn: Connection,
+    jobs: Sequence[InsertingJob],
+    results: Sequence[InsertResult],
+) -> None:
+    # Not guarded like the other after-hooks: this one works inside the caller's transaction,
+    # and swallowing its error would let the caller commit whatever half of it was done.
+    for hook in reversed(hooks):
+        hook.after_insert_in_transaction(conn, jobs, results)
 
 
 def call_after_insert(

@@ -9,8 +9,8 @@ PostgreSQL database, with the statements sa_river itself runs: no mocks.
   look inside its transaction, so jobs inserted and not yet committed count.
 - :func:`drain`: work every available job synchronously, one after another, and return what
   happened as a :class:`DrainResult`. ``now=`` moves the clock for scheduled jobs and retries.
-- :func:`inline`: while it is active, ``sa_river.insert``/``insert_many`` run the handlers of
-  the jobs they insert straight away, in the inserting transaction.
+- :func:`inline`: while it is active, ``sa_river.insert``/``insert_many`` (sync or async) run
+  the handlers of the jobs they insert straight away, in the inserting transaction.
 
 The pytest plugin (:mod:`sa_river.pytest_plugin`, installed with sa_river) adds the fixtures
 ``sa_river_engine`` and ``sa_river_database_url``: a new database with the river tables for
@@ -81,7 +81,7 @@ from sqlalchemy.orm import Session
 
 from sa_river._targets import SyncTarget, run_sync, unscoped
 from sa_river.args import JobArgs, encode_json
-from sa_river.enqueue import AFTER_INSERT_HOOKS
+from sa_river.hooks import Hook, InsertingJob, hooks_installed
 from sa_river.queries import maintenance as maintenance_queries
 from sa_river.queries import testing as testing_queries
 from sa_river.queries.job_admin import job_get, job_list
@@ -638,17 +638,21 @@ def _drain_engine(
 @contextmanager
 def inline(workers: Workers, *, retry_policy: RetryPolicy | None = None) -> Iterator[DrainResult]:
     """Run handlers at insert time: under ``with inline(workers):``, ``sa_river.insert`` and
-    ``insert_many`` work each job they insert before returning, in the inserting transaction.
+    ``insert_many`` (and their ``_async`` twins) work each job they insert before returning,
+    in the inserting transaction.
 
     Only jobs inserted ``available`` are worked (not scheduled or pending ones, nor unique
     duplicates that were skipped); queue pauses do not apply. Jobs a handler inserts are
     worked in turn, at once. Each attempt runs in a savepoint and its outcome is recorded as
     :func:`drain` records it; the ``InsertResult`` still shows the job as inserted. The
-    :class:`DrainResult` yielded collects every attempt made in the block. The async inserts
-    and ``insert_many_fast`` (``COPY``, which returns no rows) are not affected.
+    :class:`DrainResult` yielded collects every attempt made in the block.
+    ``insert_many_fast`` (``COPY``, which returns no rows) is not affected. Under an async
+    insert the handlers get the connection's sync view, as ``AsyncConnection.run_sync`` gives
+    it, and an async handler runs through ``asyncio.run`` on a thread of its own.
 
-    The switch is process-wide while the block runs (inserts from other threads are worked
-    inline too), so use it in tests only.
+    It is an ordinary insert hook (see :mod:`sa_river.hooks`), registered for the block: the
+    switch is process-wide while the block runs (inserts from other threads are worked inline
+    too), so use it in tests only.
 
     >>> with inline(workers) as worked:                              # doctest: +SKIP
     ...     sign_up(session, "ada@example.com")  # inserts SendWelcome: its handler runs now
@@ -656,19 +660,34 @@ def inline(workers: Workers, *, retry_policy: RetryPolicy | None = None) -> Iter
     {<JobState.COMPLETED: 'completed'>: 1}
     """
     result = DrainResult()
+    with hooks_installed(_InlineHook(workers, retry_policy, result)):
+        yield result
 
-    def after_insert(conn: Connection, inserted: list[InsertResult]) -> None:
+
+class _InlineHook(Hook):
+    """:func:`inline` as an ordinary insert hook: it works the new jobs on the inserting
+    connection, in its transaction, as every insert path calls a hook's
+    ``after_insert_in_transaction`` there."""
+
+    def __init__(
+        self, workers: Workers, retry_policy: RetryPolicy | None, result: DrainResult
+    ) -> None:
+        self.workers = workers
+        self.retry_policy = retry_policy
+        self.result = result
+
+    def after_insert_in_transaction(
+        self,
+        conn: Connection,
+        jobs: Sequence[InsertingJob],
+        results: Sequence[InsertResult],
+    ) -> None:
+        workers, retry_policy, result = self.workers, self.retry_policy, self.result
         ids = [
             r.job.id
-            for r in inserted
+            for r in results
             if not r.unique_skipped_as_duplicate and r.job.state == JobState.AVAILABLE
         ]
         for row in testing_queries.job_get_available_by_ids(conn, ids, client_id=CLIENT_ID):
             exc, retry = _attempt_in_savepoint(conn, workers, row)
             result.worked.append(_record(conn, row, exc, retry, retry_policy))
-
-    AFTER_INSERT_HOOKS.append(after_insert)
-    try:
-        yield result
-    finally:
-        AFTER_INSERT_HOOKS.remove(after_insert)

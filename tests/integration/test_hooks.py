@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlalchemy.orm import Session
@@ -154,6 +154,29 @@ class TestInsertHooks:
         assert ids == []
         assert isinstance(error, ProgrammingError)
 
+    def test_a_wrong_target_is_reported_alike_by_every_copy_path(self, engine: Engine) -> None:
+        recorder = Recorder()
+        jobs: list[tuple[str, dict[str, Any]]] = [("bulk", {})]
+
+        async def copy_on_a_sync_engine() -> int:
+            return await sa_river.insert_many_fast_async(engine, jobs)  # type: ignore[arg-type]
+
+        async def copy_on_an_async_engine() -> int:
+            async_engine = create_async_engine(engine.url)
+            try:
+                return sa_river.insert_many_fast(async_engine, jobs)  # type: ignore[arg-type]
+            finally:
+                await async_engine.dispose()
+
+        for attempt in (copy_on_a_sync_engine, copy_on_an_async_engine):
+            recorder.calls.clear()
+            with hooks_installed(recorder), pytest.raises(TypeError, match="target must be"):
+                asyncio.run(attempt())
+            [before, (name, (ids, error))] = recorder.calls
+            assert before == ("before_insert", ["bulk"]), attempt.__name__
+            assert (name, ids) == ("after_insert", [])
+            assert isinstance(error, TypeError)
+
     def test_no_hook_runs_once_removed(self, engine: Engine) -> None:
         recorder = Recorder()
         with hooks_installed(recorder):
@@ -161,6 +184,98 @@ class TestInsertHooks:
         sa_river.insert(engine, ("email", {}))
         assert recorder.calls == []
         assert sa_river.hooks.installed_hooks() == ()
+
+
+class InTransaction(Hook):
+    """Records each insert event in order; in the transaction, also what its connection sees."""
+
+    def __init__(self, *, fail: bool = False) -> None:
+        self.fail = fail
+        self.calls: list[tuple[str, Any]] = []
+
+    def before_insert(self, jobs: Sequence[InsertingJob]) -> None:
+        self.calls.append(("before_insert", [j.kind for j in jobs]))
+
+    def after_insert_in_transaction(
+        self, conn: Connection, jobs: Sequence[InsertingJob], results: Sequence[InsertResult]
+    ) -> None:
+        assert isinstance(conn, Connection)
+        assert conn.in_transaction()
+        visible = conn.execute(text("SELECT count(*) FROM river_job")).scalar_one()
+        self.calls.append(("in_transaction", ([r.job.id for r in results], visible)))
+        if self.fail:
+            raise RuntimeError("refused in the transaction")
+
+    def after_insert(
+        self,
+        jobs: Sequence[InsertingJob],
+        results: Sequence[InsertResult],
+        error: BaseException | None,
+    ) -> None:
+        self.calls.append(("after_insert", ([r.job.id for r in results], error)))
+
+
+def expected_calls(one: InsertResult, many: list[InsertResult]) -> list[tuple[str, Any]]:
+    """What :class:`InTransaction` records for an insert, an insert_many of two and a COPY of
+    three, each in a transaction of its own (every count includes the earlier commits)."""
+    ids = [r.job.id for r in many]
+    return [
+        ("before_insert", ["email"]),
+        ("in_transaction", ([one.job.id], 1)),
+        ("after_insert", ([one.job.id], None)),
+        ("before_insert", ["email", "sms"]),
+        ("in_transaction", (ids, 3)),
+        ("after_insert", (ids, None)),
+        ("before_insert", ["bulk"] * 3),
+        ("in_transaction", ([], 6)),  # COPY returns no rows
+        ("after_insert", ([], None)),
+    ]
+
+
+class TestAfterInsertInTransaction:
+    def test_every_sync_insert_path_calls_it_on_the_inserting_connection(
+        self, engine: Engine
+    ) -> None:
+        hook = InTransaction()
+        with hooks_installed(hook):
+            one = sa_river.insert(engine, ("email", {}))
+            many = sa_river.insert_many(engine, [("email", {}), ("sms", {})])
+            assert sa_river.insert_many_fast(engine, [("bulk", {})] * 3) == 3
+        assert hook.calls == expected_calls(one, many)
+
+    def test_every_async_insert_path_calls_it_on_the_sync_view(self, db_url: str) -> None:
+        hook = InTransaction()
+
+        async def main() -> tuple[InsertResult, list[InsertResult]]:
+            async_engine = create_async_engine(db_url)
+            try:
+                one = await sa_river.insert_async(async_engine, ("email", {}))
+                many = await sa_river.insert_many_async(async_engine, [("email", {}), ("sms", {})])
+                fast: list[tuple[str, dict[str, Any]]] = [("bulk", {})] * 3
+                assert await sa_river.insert_many_fast_async(async_engine, fast) == 3
+                return one, many
+            finally:
+                await async_engine.dispose()
+
+        with hooks_installed(hook):
+            one, many = asyncio.run(main())
+        assert hook.calls == expected_calls(one, many)
+
+    def test_raising_in_it_fails_the_insert_and_nothing_is_committed(self, engine: Engine) -> None:
+        hook = InTransaction(fail=True)
+        with hooks_installed(hook):
+            with pytest.raises(RuntimeError, match="refused"):
+                sa_river.insert(engine, ("email", {}))
+            with pytest.raises(RuntimeError, match="refused"):
+                sa_river.insert_many_fast(engine, [("bulk", {})] * 2)
+        assert len(hook.calls) == 6
+        for calls, written in ((hook.calls[:3], 1), (hook.calls[3:], 2)):
+            [_, (in_transaction, (_, visible)), (after, (ids, error))] = calls
+            assert (in_transaction, visible) == ("in_transaction", written)  # then rolled back
+            assert (after, ids) == ("after_insert", [])
+            assert isinstance(error, RuntimeError)
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM river_job")).scalar_one() == 0
 
 
 class TestWorkHooks:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -20,11 +20,14 @@ import pytest
 from sqlalchemy import Connection, Engine, ForeignKey, String, create_engine, func, select, text
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 import sa_river
 import sa_river.testing
 from sa_river import (
+    Hook,
+    InsertingJob,
     InsertManyParams,
     InsertOpts,
     Job,
@@ -36,7 +39,7 @@ from sa_river import (
     UnknownJobKindError,
     Workers,
 )
-from sa_river.enqueue import AFTER_INSERT_HOOKS
+from sa_river.hooks import hooks_installed, installed_hooks
 from sa_river.testing import (
     CLIENT_ID,
     DrainResult,
@@ -420,7 +423,7 @@ class TestInline:
             sa_river.insert(conn, Chain(left=1))  # and the jobs its handler inserts, at once
         assert notes(conn) == ["now", "chain 1", "chain 0"]
         assert worked.counts == {S.COMPLETED: 3}
-        assert AFTER_INSERT_HOOKS == []
+        assert installed_hooks() == ()
         sa_river.insert(conn, Note(text="after the block"))
         assert notes(conn) == ["now", "chain 1", "chain 0"]
 
@@ -453,12 +456,86 @@ class TestInline:
     def test_the_hook_is_removed_when_the_block_raises(self) -> None:
         def fail_inside() -> None:
             with inline(Workers()):
-                assert len(AFTER_INSERT_HOOKS) == 1
+                assert len(installed_hooks()) == 1
                 raise RuntimeError("inside")
 
         with pytest.raises(RuntimeError, match="inside"):
             fail_inside()
-        assert AFTER_INSERT_HOOKS == []
+        assert installed_hooks() == ()
+
+    def test_it_is_an_ordinary_hook_beside_the_applications_own(self, conn: Connection) -> None:
+        seen: list[str] = []
+
+        class Tracing(Hook):
+            def before_insert(self, jobs: Sequence[InsertingJob]) -> None:
+                seen.extend(f"before {j.kind}" for j in jobs)
+
+            def after_insert(
+                self,
+                jobs: Sequence[InsertingJob],
+                results: Sequence[sa_river.InsertResult],
+                error: BaseException | None,
+            ) -> None:
+                seen.extend(f"after {r.job.kind}" for r in results)
+
+        with hooks_installed(Tracing()), inline(note_workers(conn)) as worked:
+            sa_river.insert(conn, Chain(left=1))
+        # The handler's own insert runs every hook too, nested inside the outer insert.
+        assert seen == ["before chain", "before chain", "after chain", "after chain"]
+        assert worked.counts == {S.COMPLETED: 2}
+
+    def test_async_inserts_run_the_handlers_too(self, sa_river_engine: Engine) -> None:
+        ran: list[str] = []
+        workers = Workers()
+        connections: list[AsyncConnection] = []
+
+        @workers.handler(Note)
+        def note(job: Job[Note]) -> None:
+            ran.append(job.args.text)
+
+        @workers.handler(Chain)
+        def chain(job: Job[Chain]) -> None:
+            ran.append(f"chain {job.args.left}")
+            if job.args.left:  # on the sync view of the async connection, as inline works
+                sync_view = connections[0].sync_connection
+                assert sync_view is not None
+                sa_river.insert(sync_view, Chain(left=job.args.left - 1))
+
+        @workers.handler(Note.kind + "_async")
+        async def note_async(job: Job[dict[str, Any]]) -> None:
+            ran.append("async handler")
+
+        async def body() -> tuple[DrainResult, list[JobState]]:
+            url = sa_river_engine.url.render_as_string(hide_password=False)
+            aengine = create_async_engine(url)
+            try:
+                async with aengine.connect() as aconn:
+                    connections.append(aconn)
+                    transaction = await aconn.begin()
+                    with inline(workers) as worked:
+                        one = await sa_river.insert_async(aconn, Note(text="one"))
+                        assert one.job.state == S.AVAILABLE  # the result shows it as inserted
+                        many = await sa_river.insert_many_async(
+                            aconn, [Chain(left=1), (Note.kind + "_async", {})]
+                        )
+                        assert ran == ["one", "chain 1", "chain 0", "async handler"]
+                        fast = [Note(text="by copy")]
+                        assert await sa_river.insert_many_fast_async(aconn, fast) == 1
+                    ids = [one.job.id, *(r.job.id for r in many)]
+                    states = [
+                        (await aconn.run_sync(sa_river.get_job, job_id)).state  # type: ignore[union-attr]
+                        for job_id in ids
+                    ]
+                    await transaction.rollback()
+            finally:
+                await aengine.dispose()
+            return worked, states
+
+        worked, states = asyncio.run(body())
+        assert worked.counts == {S.COMPLETED: 4}
+        assert states == [S.COMPLETED] * 3
+        assert ran == ["one", "chain 1", "chain 0", "async handler"]  # COPY: no rows, not worked
+        assert installed_hooks() == ()
 
 
 # --- a small app, tested end to end with sa_river.testing only -------------------------------
