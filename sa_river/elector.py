@@ -34,6 +34,8 @@ the runner; the leader keeps its trust window and steps down when it runs out.
 
 **Subscribers** are called on the elector thread, in order, with every transition (``True``
 on gaining, ``False`` on losing), as often as leadership moves.
+
+The reasons behind these rules: ``docs/design.md``, "Leadership".
 """
 
 from __future__ import annotations

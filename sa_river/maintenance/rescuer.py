@@ -26,7 +26,7 @@ full ``heartbeat_ttl``
 
 Runners heartbeat every ``heartbeat_interval`` (at most a third of the TTL), so by then every
 live one has been heard from again. The cost is that rescue waits up to one TTL longer after a
-leader change or an outage.
+leader change or an outage. The whole failure model: ``docs/design.md``, "The failure model".
 """
 
 from __future__ import annotations

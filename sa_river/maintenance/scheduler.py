@@ -4,7 +4,8 @@ Workers fetch only ``available`` jobs, so a job inserted for later, snoozed, or 
 retry backoff runs only once the scheduler moves it. Running it on the leader alone keeps one
 actor in charge of the promotion, and of its unique-key decisions: a promoted unique job whose
 key another live job holds is discarded as a duplicate, and the check never matches a job
-against itself (River 0.12.0 discarded every new unique job that way).
+against itself (River 0.12.0 discarded every new unique job that way; ``docs/design.md``,
+"The scheduler").
 """
 
 from __future__ import annotations

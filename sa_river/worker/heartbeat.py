@@ -20,7 +20,7 @@ took before stamping its ``started_at`` would look like its predecessor's.
 Ids must be unique among *live* runners. When a second live process starts with the id of a
 first, the newest start owns the id: the older one's beats are refused from then on, it is told
 through ``on_superseded`` (the worker stops fetching and stops), and the jobs it started before
-the newer one registered are rescued.
+the newer one registered are rescued. Why: ``docs/design.md``, "Fencing by attempt".
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ A fetched row that cannot be decoded (an ``errors`` entry or a column written by
 client in a shape sa_river does not read) does not take the rest of its fetch down: the other
 jobs run, and its attempt is ended with an error saying so, to be retried or discarded like any
 failed attempt. The loop outlives any unexpected error: it logs it, backs off and goes on.
+Why a fetch takes only as many jobs as there are free slots: ``docs/design.md``, "Fetching".
 """
 
 from __future__ import annotations

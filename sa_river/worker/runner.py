@@ -12,7 +12,8 @@ or, embedded in an application::
 
 The runner never uses the application's connection pool: it builds its own Engine from the
 URL (or from an Engine's URL), sized to its own services, so an application that holds every
-connection of its pool cannot stop jobs from being fetched or completed.
+connection of its pool cannot stop jobs from being fetched or completed (``docs/design.md``,
+"Why the runner has its own pool").
 """
 
 from __future__ import annotations
