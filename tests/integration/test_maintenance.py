@@ -32,6 +32,7 @@ from sa_river.queries.job_fetch import job_get_available
 from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.queries.maintenance import RESCUED_STUCK, RESCUED_WORKER_LOST, job_delete_finalized
 from sa_river.types import JobRow
+from sa_river.urls import libpq_dsn
 
 S = JobState
 UTC = timezone.utc
@@ -112,15 +113,11 @@ def scheduler(engine: Engine, **kwargs: Any) -> JobScheduler:
     return JobScheduler(engine, **kwargs)
 
 
-def _libpq_dsn(url: URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class Listener:
     """A separate autocommit connection LISTENing on the insert channel."""
 
     def __init__(self, url: URL) -> None:
-        self.conn = psycopg.connect(_libpq_dsn(url), autocommit=True)
+        self.conn = psycopg.connect(libpq_dsn(url), autocommit=True)
         self.conn.execute(f'LISTEN "{CHANNEL}"')
 
     def until_marker(self, engine: Engine) -> list[dict[str, Any]]:
