@@ -1,4 +1,6 @@
-"""Every SQL statement sa_river runs, as SQLAlchemy Core, in one place.
+"""Every SQL statement the runtime runs, as SQLAlchemy Core, in one place (the benchmark's
+raw-SQL ceiling, in ``sa_river.tools.bench.sql``, is the one exception: its point is to use no
+library).
 
 Internal: not part of the public API. The rules:
 

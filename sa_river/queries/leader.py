@@ -32,6 +32,7 @@ from sa_river.models import RiverLeader
 from sa_river.queries.notify import TOPIC_LEADERSHIP, channel_expr
 
 __all__ = [
+    "LEADER_NAME",
     "LeaderTerm",
     "leader_attempt_elect",
     "leader_attempt_reelect",

@@ -39,6 +39,8 @@ from sa_river.queries.notify import notify_insert
 from sa_river.types import FINALIZED_STATES, JobState
 
 __all__ = [
+    "RESCUED_STUCK",
+    "RESCUED_WORKER_LOST",
     "UNIQUE_CONFLICT_METADATA",
     "ScheduleResult",
     "client_delete_stale",

@@ -10,10 +10,12 @@ from psycopg import sql as psycopg_sql
 from sqlalchemy import ColumnElement, String, Text, cast, func, literal
 
 __all__ = [
+    "CURRENT_SCHEMA_SQL",
     "TOPIC_CONTROL",
     "TOPIC_INSERT",
     "TOPIC_LEADERSHIP",
     "channel_expr",
+    "listen_statement",
     "notify_insert",
 ]
 
