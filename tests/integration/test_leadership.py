@@ -117,7 +117,7 @@ def test_leader_only_services_follow_leadership_back_and_forth(
     b.stop(10)
     wait_until(a2.is_leader, 5, message="a to lead again")
     wait_until(
-        lambda: a2.maintainer is not None and a2.maintainer.running, 5, message="a's services"
+        lambda: a2._maintainer is not None and a2._maintainer.running, 5, message="a's services"
     )
     assert not b._maintainer.running
     time.sleep(2.2)
