@@ -174,6 +174,12 @@ class Worker:
         self.stopped = threading.Event()
 
     @property
+    def engine(self) -> Engine:
+        """The runner's own Engine: its pool serves only this runner's services (warm it, or
+        read ``engine.pool.status()``; enqueue through the application's engine instead)."""
+        return self._engine
+
+    @property
     def client_id(self) -> str:
         """This runner's id, recorded in ``attempted_by`` of every job it fetches."""
         return self.config.client_id

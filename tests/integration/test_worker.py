@@ -911,7 +911,7 @@ def test_worker_works_while_the_applications_pool_is_exhausted(db_url: URL, engi
 
         ids = [insert_job(engine, "while_exhausted") for _ in range(5)]
         with running_worker(app_engine, workers) as worker:
-            assert worker._engine is not app_engine
+            assert worker.engine is not app_engine
             for job_id in ids:
                 wait_for_state(engine, job_id, S.COMPLETED, timeout=15)
             assert app_engine.pool.checkedout() == 2  # type: ignore[attr-defined]
