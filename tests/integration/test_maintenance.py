@@ -215,7 +215,7 @@ class TestScheduler:
         # One notification per batch (per transaction) that made the queue available.
         assert listener.until_marker(engine) == [{"queue": "default"}] * 3
 
-    def test_seed_bug_4_scheduled_unique_job_becomes_available_not_discarded(
+    def test_a_scheduled_unique_job_is_not_discarded_as_its_own_duplicate(
         self, engine: Engine
     ) -> None:
         """River 0.12.0 discarded every unique job passing its scheduler: the conflict check
