@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from datetime import timedelta
 from typing import Any
 
-from sa_river.errors import UnknownJobKindError
+from sa_river.errors import UnknownJobKindError, one_line
 from sa_river.hooks import (
     Hook,
     WorkOutcome,
@@ -423,7 +423,7 @@ class Executor:
                 job_id,
                 running.job.kind,
                 running.job.attempt,
-                exc,
+                _one_line(exc),
                 outcome.state.value,
                 extra={
                     "event": "job_failed",
@@ -555,6 +555,16 @@ def _log_attempt(running: _Running, exc: BaseException | None) -> None:
             "duration_ms": round((time.monotonic() - running.started_at) * 1000, 1),
         },
     )
+
+
+def _one_line(exc: BaseException) -> str:
+    """``exc`` for the job_failed line: one line, without the SQL SQLAlchemy appends to a
+    database error (the attempt's stored error keeps the whole text), and never failing on an
+    exception whose ``str()`` raises."""
+    try:
+        return one_line(exc)
+    except Exception:
+        return f"<{type(exc).__name__} whose str() failed>"
 
 
 def _timeout_error(timeout: timedelta | None) -> JobTimeoutError:

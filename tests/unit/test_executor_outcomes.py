@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import threading
 import time
 from collections.abc import Iterator
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from sa_river import Job, JobCancel, JobSnooze, JobState, UnknownJobKindError, Workers
 from sa_river.errors import InvalidJobError
@@ -467,3 +469,30 @@ class TestCancelRace:
             assert cancelled.is_set()
         outcomes = collector.wait(rounds, timeout=10)
         assert {o.state for o in outcomes} == {S.CANCELLED}
+
+
+def test_a_handlers_database_error_is_logged_on_one_line_without_its_sql(
+    make_executor: Any, collector: Collector, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The job_failed line names the driver's error; the statement and parameters SQLAlchemy
+    appends stay in the attempt's stored error, not in the log (an outage would otherwise
+    print every handler's SQL)."""
+    workers = Workers()
+
+    @workers.handler("writes")
+    def writes(job: Job[dict[str, Any]]) -> None:
+        raise OperationalError(
+            "INSERT INTO effects (job_id) VALUES (%(j)s)",
+            {"j": job.id},
+            Exception("terminating connection due to administrator command"),
+        )
+
+    executor = make_executor(workers)
+    with caplog.at_level(logging.INFO, logger="sa_river.executor"):
+        executor.execute_many([row(1, kind="writes")], collector.on_done)
+        [outcome] = collector.wait(1)
+    [line] = [r.getMessage() for r in caplog.records if getattr(r, "event", "") == "job_failed"]
+    assert "terminating connection due to administrator command" in line
+    assert "[SQL:" not in line
+    assert "\n" not in line
+    assert "INSERT INTO effects" in error_of(outcome)["error"]  # the stored error keeps it
