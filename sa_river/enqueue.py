@@ -36,6 +36,7 @@ from sa_river.hooks import (
     call_after_insert_in_transaction,
     call_before_insert,
     installed_hooks,
+    write_in_transaction,
 )
 from sa_river.options import (
     MAX_ATTEMPTS_DEFAULT,
@@ -185,7 +186,9 @@ def insert(target: SyncTarget, args: ArgsLike, opts: InsertOpts | None = None) -
     >>> result.job.state                                                          # doctest: +SKIP
     <JobState.AVAILABLE: 'available'>
     """
-    return _insert_sync(target, [prepare(args, opts)], _insert_one_listed, "insert")[0]
+    return _insert_sync(
+        target, [prepare(args, opts)], _insert_one_listed, "insert", one_statement=True
+    )[0]
 
 
 def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[InsertResult]:
@@ -194,7 +197,9 @@ def insert_many(target: SyncTarget, items: Sequence[InsertManyItem]) -> list[Ins
     Items are args (``JobArgs`` or ``(kind, dict)``) or :class:`InsertManyParams` carrying
     their own options. Unique jobs are honoured, including duplicates within the batch.
     """
-    return _insert_sync(target, _prepare_many(items), _insert_prepared, "insert_many")
+    return _insert_sync(
+        target, _prepare_many(items), _insert_prepared, "insert_many", one_statement=True
+    )
 
 
 def insert_many_fast(target: SyncTarget, items: Sequence[InsertManyItem]) -> int:
@@ -221,7 +226,9 @@ async def insert_async(
     target: AsyncTarget, args: ArgsLike, opts: InsertOpts | None = None
 ) -> InsertResult:
     """Async twin of :func:`insert` for ``AsyncSession``/``AsyncConnection``/``AsyncEngine``."""
-    results = await _insert_async(target, [prepare(args, opts)], _insert_one_listed, "insert")
+    results = await _insert_async(
+        target, [prepare(args, opts)], _insert_one_listed, "insert", one_statement=True
+    )
     return results[0]
 
 
@@ -229,7 +236,9 @@ async def insert_many_async(
     target: AsyncTarget, items: Sequence[InsertManyItem]
 ) -> list[InsertResult]:
     """Async twin of :func:`insert_many`."""
-    return await _insert_async(target, _prepare_many(items), _insert_prepared, "insert_many")
+    return await _insert_async(
+        target, _prepare_many(items), _insert_prepared, "insert_many", one_statement=True
+    )
 
 
 async def insert_many_fast_async(target: AsyncTarget, items: Sequence[InsertManyItem]) -> int:
@@ -253,25 +262,42 @@ def _work_on(work: _Work[_R], params: Sequence[JobInsertParams], conn: Connectio
 
 
 def _insert_sync(
-    target: SyncTarget, params: list[JobInsertParams], work: _Work[_R], what: str
+    target: SyncTarget,
+    params: list[JobInsertParams],
+    work: _Work[_R],
+    what: str,
+    *,
+    one_statement: bool = False,
 ) -> _R:
+    """``work`` on ``target`` with the hooks; ``one_statement``: ``work`` writes with a single
+    statement, so an engine may run it in autocommit (unless a hook writes beside it)."""
     hooks = installed_hooks()
     if not hooks:
-        return run_sync(target, partial(_work_on, work, params), what=what)
+        return run_sync(target, partial(_work_on, work, params), what=what, atomic=one_statement)
+    atomic = one_statement and not write_in_transaction(hooks)
     with _InsertHooks(hooks, params) as hooked:
-        out = run_sync(target, partial(hooked.work_on, work), what=what)
+        out = run_sync(target, partial(hooked.work_on, work), what=what, atomic=atomic)
     hooked.succeeded(out)
     return out
 
 
 async def _insert_async(
-    target: AsyncTarget, params: list[JobInsertParams], work: _Work[_R], what: str
+    target: AsyncTarget,
+    params: list[JobInsertParams],
+    work: _Work[_R],
+    what: str,
+    *,
+    one_statement: bool = False,
 ) -> _R:
+    """Async twin of :func:`_insert_sync`."""
     hooks = installed_hooks()
     if not hooks:
-        return await run_async(target, partial(_work_on, work, params), what=what)
+        return await run_async(
+            target, partial(_work_on, work, params), what=what, atomic=one_statement
+        )
+    atomic = one_statement and not write_in_transaction(hooks)
     with _InsertHooks(hooks, params) as hooked:
-        out = await run_async(target, partial(hooked.work_on, work), what=what)
+        out = await run_async(target, partial(hooked.work_on, work), what=what, atomic=atomic)
     hooked.succeeded(out)
     return out
 

@@ -215,6 +215,15 @@ def call_before_insert(hooks: Sequence[Hook], jobs: Sequence[InsertingJob]) -> N
             raise
 
 
+def write_in_transaction(hooks: Sequence[Hook]) -> bool:
+    """Whether any of ``hooks`` implements :meth:`Hook.after_insert_in_transaction` (an insert
+    then needs a transaction around its statement and theirs)."""
+    return any(
+        type(hook).after_insert_in_transaction is not Hook.after_insert_in_transaction
+        for hook in hooks
+    )
+
+
 def call_after_insert_in_transaction(
     hooks: Sequence[Hook],
     conn: Connection,

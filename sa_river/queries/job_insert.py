@@ -37,6 +37,7 @@ from sqlalchemy.sql import ColumnElement, bindparam
 from sqlalchemy.util import await_only
 
 from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob
+from sa_river.queries.driver import DriverStatement
 from sa_river.queries.job_admin import job_get
 from sa_river.queries.job_row import job_row_from_values
 from sa_river.queries.notify import notify_insert
@@ -290,13 +291,13 @@ def _insert_one_statement() -> Any:
     )
 
 
-_INSERT_ONE = _insert_one_statement()
+_INSERT_ONE = DriverStatement(_insert_one_statement())
 
 
 def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
     """Insert one job in one round trip; ``(row, skipped_as_duplicate)``."""
-    row = conn.execute(
-        _INSERT_ONE,
+    (row,) = _INSERT_ONE.rows(
+        conn,
         {
             "args": p.args,
             "kind": p.kind,
@@ -310,7 +311,7 @@ def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
             "unique_key": p.unique_key,
             "unique_states": p.unique_states,
         },
-    ).one()
+    )
     job_id, state, created_at, scheduled_at, skipped = row[:5]
     if skipped:
         # The live duplicate: nothing was written, and its row is not the one we sent.
@@ -324,7 +325,7 @@ def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
     new = _new_job_row(JobRow)
     new.__dict__.update(
         id=job_id,
-        state=state,
+        state=JobState(state),
         attempt=0,
         max_attempts=p.max_attempts,
         attempted_at=None,

@@ -22,7 +22,8 @@ from typing import Any
 
 import psycopg
 import pytest
-from sqlalchemy import Engine, event, text
+import sqlalchemy.exc
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -298,6 +299,49 @@ class TestTargets:
         results = sa_river.insert_many(engine, [("plain_kind", {"n": 2}), ("plain_kind", {"n": 3})])
         assert [r.job.args["n"] for r in results] == [2, 3]
         assert count_jobs(engine) == 3
+
+    def test_connection_without_begin_rolls_back_the_insert(self, engine: Engine) -> None:
+        """The insert runs in the transaction the connection's own rollback() ends, as a
+        statement through Connection.execute would (commit-as-you-go)."""
+        with engine.connect() as conn:
+            sa_river.insert(conn, Email(to="gone"))
+            assert conn.in_transaction()
+            conn.rollback()
+            sa_river.insert(conn, Email(to="kept"))
+            conn.commit()
+        assert count_jobs(engine) == 1
+        assert count_jobs(engine, "args->>'to' = 'kept'") == 1
+
+    def test_engine_insert_commits_alone_and_leaves_the_pool_transactional(
+        self, engine: Engine
+    ) -> None:
+        """An insert on an engine is its own transaction; the connection it used goes back
+        to the pool as it came (not in autocommit), so the next transaction still rolls back."""
+        small = create_engine(engine.url, pool_size=1, max_overflow=0)
+        try:
+            result = sa_river.insert(small, Email(to="alone"))
+            assert job_ids(engine) == [result.job.id]
+
+            def delete_all_then_fail() -> None:
+                with small.begin() as conn:
+                    conn.execute(text("DELETE FROM river_job"))
+                    raise RuntimeError("roll back")
+
+            with pytest.raises(RuntimeError):
+                delete_all_then_fail()
+            assert job_ids(engine) == [result.job.id]
+        finally:
+            small.dispose()
+
+    def test_a_database_error_is_sqlalchemys_and_the_session_recovers(self, engine: Engine) -> None:
+        with Session(engine) as session:
+            session.execute(text("SET TRANSACTION READ ONLY"))
+            with pytest.raises(sqlalchemy.exc.InternalError, match="read-only transaction"):
+                sa_river.insert(session, Email(to="a"))
+            session.rollback()
+            sa_river.insert(session, Email(to="b"))
+            session.commit()
+        assert count_jobs(engine) == 1
 
     def test_async_target_on_sync_insert_is_a_type_error(self, db_url: URL) -> None:
         async def body(aengine: AsyncEngine) -> None:

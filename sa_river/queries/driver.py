@@ -1,0 +1,111 @@
+"""Running a prebuilt statement straight on the DBAPI connection (internal): the hot paths.
+
+The statements stay SQLAlchemy Core, compiled once per dialect. What is skipped is the work
+``Connection.execute`` does on every call around the driver: the compiled-cache lookup,
+parameter and result processing, and building result metadata and ``Row`` objects. For a
+one-row insert that is well over half of the client's CPU, which is the cost a web request
+pays. The statement runs on the very DBAPI connection (and so in the very transaction) the
+caller's ``Session`` or ``Connection`` holds; errors are raised as SQLAlchemy's
+``DBAPIError`` subclasses, as from ``execute``, and a lost connection is invalidated.
+
+Only psycopg (3) connections that nobody observes take this path: with ``echo`` on, or a
+``before_cursor_execute`` / ``after_cursor_execute`` listener registered (SQL tracing such as
+OpenTelemetry's SQLAlchemy instrumentation, statement counters in tests), and with any other
+driver, the same statement runs through ``Connection.execute``, seen as usual.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from sqlalchemy import Connection
+from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.sql import Executable
+
+__all__ = ["DriverStatement"]
+
+_NAMED = re.compile(r"%\((\w+)\)s")
+"""A pyformat placeholder as SQLAlchemy's psycopg dialect renders it."""
+
+
+class _Compiled(NamedTuple):
+    sql: str
+    names: tuple[str, ...]
+    defaults: dict[str, Any]
+
+
+def _observed(conn: Connection) -> bool:
+    """Whether something watches ``conn``'s statements: echo, or cursor-execute listeners."""
+    dispatch = conn.dispatch
+    return bool(
+        conn.engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute
+    )
+
+
+class DriverStatement:
+    """A Core statement run on the driver; :meth:`rows` returns plain tuples.
+
+    >>> insert_one = DriverStatement(select(...))                        # doctest: +SKIP
+    >>> insert_one.rows(conn, {"kind": "email", ...})                    # doctest: +SKIP
+    [(42, 'available', ...)]
+    """
+
+    __slots__ = ("_compiled", "statement")
+
+    def __init__(self, statement: Executable) -> None:
+        self.statement = statement
+        self._compiled: dict[type[Dialect], _Compiled] = {}
+
+    def _compile(self, dialect: Dialect) -> _Compiled:
+        compiled = self._compiled.get(type(dialect))
+        if compiled is None:
+            done = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            names: list[str] = []
+
+            def positional(match: re.Match[str]) -> str:
+                names.append(match.group(1))
+                return "%s"
+
+            # Positional placeholders: psycopg then takes the values as they come instead of
+            # reordering a dict on every call. Literal values Core bound itself (its
+            # ``param_N``) travel with every call as defaults.
+            sql = _NAMED.sub(positional, str(done))
+            compiled = _Compiled(sql, tuple(names), dict(done.params))
+            self._compiled[type(dialect)] = compiled
+        return compiled
+
+    def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run with ``values`` (every bound parameter the statement names) in ``conn``'s
+        transaction; every row, as a tuple in the statement's column order."""
+        dialect = conn.dialect
+        if dialect.driver != "psycopg" or _observed(conn):
+            return [tuple(row) for row in conn.execute(self.statement, dict(values))]
+        if not conn.in_transaction():
+            # What Connection.execute's autobegin does: the caller's rollback() or commit()
+            # must see the transaction this statement runs in (psycopg starts it implicitly).
+            conn.begin()
+        sql, names, defaults = self._compile(dialect)
+        params = [values[n] if n in values else defaults[n] for n in names]
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        cursor = dbapi_connection.cursor()
+        try:
+            cursor.execute(sql, params)
+            rows: list[tuple[Any, ...]] = cursor.fetchall()
+            return rows
+        except dialect.loaded_dbapi.Error as exc:
+            lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
+            if lost:
+                conn.invalidate(exc)
+            raise DBAPIError.instance(
+                sql,
+                params,
+                exc,
+                dialect.loaded_dbapi.Error,
+                connection_invalidated=lost,
+                dialect=dialect,
+            ) from exc
+        finally:
+            cursor.close()
