@@ -19,7 +19,6 @@ from sqlalchemy import (
     Boolean,
     Connection,
     LargeBinary,
-    Row,
     SmallInteger,
     Table,
     Text,
@@ -229,7 +228,7 @@ def _insert_many_statement() -> Any:
     return select(inserted, notified.label("notified"))
 
 
-_INSERT_MANY = _insert_many_statement()
+_INSERT_MANY = DriverStatement(_insert_many_statement())
 
 
 def _insert_one_statement() -> Any:
@@ -356,8 +355,8 @@ def job_insert_many(
     """
     if not params:
         return []
-    result = conn.execute(
-        _INSERT_MANY,
+    result = _INSERT_MANY.rows(
+        conn,
         {
             "args": [p.args for p in params],
             "kind": [p.kind for p in params],
@@ -371,12 +370,12 @@ def job_insert_many(
             "unique_key": [p.unique_key for p in params],
             "unique_states": [p.unique_states for p in params],
         },
-    ).all()
+    )
     if len(result) != len(params):
         raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
     # New rows get ids in input order (the SELECT is ordered); duplicates are matched by key.
-    duplicates = {r.unique_key: r for r in result if r.unique_skipped_as_duplicate}
-    fresh = iter(sorted((r for r in result if not r.unique_skipped_as_duplicate), key=_id))
+    duplicates = {bytes(r[_UNIQUE_KEY_AT]): r for r in result if r[_SKIPPED_AT]}
+    fresh = iter(sorted((r for r in result if not r[_SKIPPED_AT]), key=_id))
     out: list[tuple[JobRow, bool]] = []
     for p in params:
         if p.unique_key is not None and p.unique_key in duplicates:
@@ -386,8 +385,13 @@ def job_insert_many(
     return out
 
 
-def _id(row: Row[Any]) -> int:
-    return int(row.id)
+_UNIQUE_KEY_AT = tuple(job_table.c.keys()).index("unique_key")
+_SKIPPED_AT = len(job_table.c)
+"""Positions in :data:`_INSERT_MANY`'s rows: the table's columns, then the duplicate flag."""
+
+
+def _id(row: Sequence[Any]) -> int:
+    return int(row[0])
 
 
 COPY_STATEMENT = f"COPY river_job ({', '.join(COPY_COLUMNS)}) FROM STDIN"
