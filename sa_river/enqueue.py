@@ -87,6 +87,8 @@ InsertManyItem: TypeAlias = ArgsLike | InsertManyParams
 def prepare(args: ArgsLike, opts: InsertOpts | None = None) -> JobInsertParams:
     """Validate and encode one job; raises :class:`InvalidJobError` naming the bad field."""
     kind, encoded_args, class_opts = kind_and_encoded_args(args)
+    if opts is None and class_opts is None:
+        return _with_defaults(kind, encoded_args)
     merged = (opts or InsertOpts()).merged_over(class_opts)
     queue = validate_queue(QUEUE_DEFAULT if merged.queue is None else merged.queue)
     priority = validate_priority(PRIORITY_DEFAULT if merged.priority is None else merged.priority)
@@ -129,6 +131,30 @@ def prepare(args: ArgsLike, opts: InsertOpts | None = None) -> JobInsertParams:
         unique_key=key,
         unique_states=states,
     )
+
+
+_new_params = object.__new__
+
+
+def _with_defaults(kind: str, encoded_args: str) -> JobInsertParams:
+    """A job with no option at all, the bulk of most batches: every value is a default, valid
+    by construction, so nothing is merged or validated again. Fills the frozen dataclass's
+    ``__dict__`` directly, a third of what its generated ``__init__`` costs."""
+    params = _new_params(JobInsertParams)
+    params.__dict__.update(
+        kind=kind,
+        args=encoded_args,
+        queue=QUEUE_DEFAULT,
+        priority=PRIORITY_DEFAULT,
+        max_attempts=MAX_ATTEMPTS_DEFAULT,
+        metadata="{}",
+        tags=(),
+        scheduled_at=None,
+        pending=False,
+        unique_key=None,
+        unique_states=None,
+    )
+    return params
 
 
 def _prepare_many(items: Sequence[InsertManyItem]) -> list[JobInsertParams]:

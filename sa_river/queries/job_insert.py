@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 import psycopg
@@ -45,7 +45,8 @@ from sa_river.unique import bitmask_states
 
 __all__ = [
     "COPY_COLUMNS",
-    "COPY_STATEMENT",
+    "TIMED_COPY_STATEMENT",
+    "UNTIMED_COPY_STATEMENT",
     "JobInsertParams",
     "available_queues",
     "copy_rows",
@@ -225,7 +226,22 @@ def _insert_many_statement() -> Any:
         .subquery("woken")
     )
     notified = select(func.count(notify_insert(woken.c.queue))).scalar_subquery()
-    return select(inserted, notified.label("notified"))
+    # A new row holds what was sent plus the server's defaults: only those come back for it
+    # (the rest is NULL), and the client builds the JobRow from what it sent. A duplicate
+    # comes back whole, being another job. Decoding every new row's args and metadata JSON
+    # was most of a batch's result cost.
+    skipped = inserted.c.unique_skipped_as_duplicate
+    columns = [
+        column
+        if column.key in _DECIDED_BY_THE_SERVER
+        else case((skipped, column)).label(column.key)
+        for column in inserted.c
+        if column is not skipped
+    ]
+    return select(*columns, skipped, notified.label("notified"))
+
+
+_DECIDED_BY_THE_SERVER = frozenset({"id", "state", "created_at", "scheduled_at", "unique_key"})
 
 
 _INSERT_MANY = DriverStatement(_insert_many_statement())
@@ -321,6 +337,14 @@ def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
     # A new row holds exactly what was sent plus the server's defaults: returning only those
     # keeps the result to five columns (its description and decoding are a large share of a
     # single insert's client-side cost).
+    return _fresh_job_row(p, job_id, state, created_at, scheduled_at), False
+
+
+def _fresh_job_row(
+    p: JobInsertParams, job_id: int, state: str, created_at: datetime, scheduled_at: datetime
+) -> JobRow:
+    """The JobRow of a job just inserted from ``p``: what was sent, and what the server
+    decided (id, state, times). Fills the frozen dataclass's ``__dict__`` directly."""
     new = _new_job_row(JobRow)
     new.__dict__.update(
         id=job_id,
@@ -342,7 +366,7 @@ def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
         unique_key=p.unique_key,
         unique_states=None if p.unique_states is None else bitmask_states(p.unique_states),
     )
-    return new, False
+    return new
 
 
 def job_insert_many(
@@ -381,11 +405,18 @@ def job_insert_many(
         if p.unique_key is not None and p.unique_key in duplicates:
             out.append((job_row_from_values(duplicates[p.unique_key]), True))
         else:
-            out.append((job_row_from_values(next(fresh)), False))
+            row = next(fresh)
+            new = _fresh_job_row(
+                p, row[0], row[_STATE_COLUMN_AT], row[_CREATED_AT], row[_SCHEDULED_AT]
+            )
+            out.append((new, False))
     return out
 
 
 _UNIQUE_KEY_AT = tuple(job_table.c.keys()).index("unique_key")
+_STATE_COLUMN_AT = tuple(job_table.c.keys()).index("state")
+_CREATED_AT = tuple(job_table.c.keys()).index("created_at")
+_SCHEDULED_AT = tuple(job_table.c.keys()).index("scheduled_at")
 _SKIPPED_AT = len(job_table.c)
 """Positions in :data:`_INSERT_MANY`'s rows: the table's columns, then the duplicate flag."""
 
@@ -394,38 +425,43 @@ def _id(row: Sequence[Any]) -> int:
     return int(row[0])
 
 
-COPY_STATEMENT = f"COPY river_job ({', '.join(COPY_COLUMNS)}) FROM STDIN"
+_UNTIMED_COLUMNS = tuple(c for c in COPY_COLUMNS if c != "scheduled_at")
+UNTIMED_COPY_STATEMENT = f"COPY river_job ({', '.join(_UNTIMED_COLUMNS)}) FROM STDIN"
+"""For a batch in which no job has a time of its own: ``scheduled_at`` is left to its column
+default, ``now()``, the transaction time, so the batch needs no ``SELECT now()`` first."""
+TIMED_COPY_STATEMENT = f"COPY river_job ({', '.join(_UNTIMED_COLUMNS)}, scheduled_at) FROM STDIN"
 
-_STATE_AT = COPY_COLUMNS.index("state")
-_QUEUE_AT = COPY_COLUMNS.index("queue")
+_STATE_AT = _UNTIMED_COLUMNS.index("state")
+_QUEUE_AT = _UNTIMED_COLUMNS.index("queue")
 
 
-def copy_rows(params: Sequence[JobInsertParams], now: datetime) -> list[tuple[Any, ...]]:
-    """Rows for :data:`COPY_STATEMENT`; ``now`` is the database's transaction time."""
+def copy_rows(params: Sequence[JobInsertParams], now: datetime | None) -> list[tuple[Any, ...]]:
+    """Rows for ``COPY`` of ``_UNTIMED_COLUMNS`` then, when ``now`` (the database's transaction
+    time) is given, ``scheduled_at``: the statement is :func:`copy_statement`'s.
+
+    ``now`` is needed only when a job has a time of its own (it may be in the past or the
+    future); a job without one is stored at ``now`` and so is never ``scheduled``.
+    """
+    # The same instant stands for "now" and for the untimed job's own time: the rule then
+    # never finds it scheduled, whatever the clock.
+    untimed = now or datetime.min.replace(tzinfo=timezone.utc)
     # A job neither pending nor given a time, the bulk of a batch, always gets the same state:
     # asked once here, the rule is asked again only for the others.
-    plain_state = initial_state(False, now, now).value
+    plain_state = initial_state(False, untimed, untimed).value
     rows = []
     for p in params:
         if p.scheduled_at is None and not p.pending:
-            scheduled_at, state = now, plain_state
+            state = plain_state
         else:
-            scheduled_at = p.scheduled_at or now
-            state = initial_state(p.pending, scheduled_at, now).value
-        rows.append(
-            (
-                p.args,
-                p.kind,
-                p.max_attempts,
-                p.metadata,
-                p.priority,
-                p.queue,
-                scheduled_at,
-                state,
-                list(p.tags),
-            )
-        )
+            state = initial_state(p.pending, p.scheduled_at or untimed, untimed).value
+        row = (p.args, p.kind, p.max_attempts, p.metadata, p.priority, p.queue, state, list(p.tags))
+        rows.append(row if now is None else (*row, p.scheduled_at or now))
     return rows
+
+
+def copy_statement(timed: bool) -> str:
+    """The ``COPY`` for :func:`copy_rows`'s rows (``timed``: they end with ``scheduled_at``)."""
+    return TIMED_COPY_STATEMENT if timed else UNTIMED_COPY_STATEMENT
 
 
 def db_now_statement() -> Any:
@@ -451,27 +487,35 @@ def job_insert_copy(conn: Connection, params: Sequence[JobInsertParams]) -> int:
     """
     if not params:
         return 0
-    now = conn.execute(db_now_statement()).scalar_one()
+    timed = any(p.scheduled_at is not None for p in params)
+    now = conn.execute(db_now_statement()).scalar_one() if timed else None
     rows = copy_rows(params, now)
+    if not conn.in_transaction():
+        conn.begin()  # as Connection.execute would: the caller's commit() covers the COPY
     driver: Any = conn.connection.driver_connection
+    statement = copy_statement(timed)
     if isinstance(driver, psycopg.AsyncConnection):
-        await_only(_copy_async(driver, rows))
+        await_only(_copy_async(driver, statement, rows))
     else:
-        _copy_sync(driver, rows)
-    conn.execute(notify_insert_statement(), {"queues": available_queues(rows)})
+        _copy_sync(driver, statement, rows)
+    queues = available_queues(rows)
+    if queues:
+        conn.execute(notify_insert_statement(), {"queues": queues})
     return len(rows)
 
 
-def _copy_sync(driver: psycopg.Connection[Any], rows: Sequence[tuple[Any, ...]]) -> None:
-    with driver.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:
+def _copy_sync(
+    driver: psycopg.Connection[Any], statement: str, rows: Sequence[tuple[Any, ...]]
+) -> None:
+    with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             copy.write_row(row)
 
 
 async def _copy_async(
-    driver: psycopg.AsyncConnection[Any], rows: Sequence[tuple[Any, ...]]
+    driver: psycopg.AsyncConnection[Any], statement: str, rows: Sequence[tuple[Any, ...]]
 ) -> None:
-    async with driver.cursor() as cursor, cursor.copy(COPY_STATEMENT) as copy:
+    async with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:
             await copy.write_row(row)
 

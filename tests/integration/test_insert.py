@@ -744,6 +744,21 @@ class TestInsertManyFast:
         assert info.value.field == "items[1].priority"
         assert count_jobs(engine) == 0
 
+    def test_an_untimed_batch_is_due_at_the_inserting_transactions_time(
+        self, engine: Engine
+    ) -> None:
+        """With no job given a time, COPY leaves scheduled_at to the column's default: the
+        transaction's now(), the same instant as created_at, and never in the future."""
+        with Session(engine) as session, session.begin():
+            assert sa_river.insert_many_fast(session, [Email(to=str(i)) for i in range(5)]) == 5
+            (tx_now,) = session.execute(text("SELECT now()")).one()
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text("SELECT state::text, scheduled_at, created_at FROM river_job")
+            ).all()
+        assert {(state, at) for state, at, _ in rows} == {("available", tx_now)}
+        assert all(at == created for _, at, created in rows)
+
 
 # --- NOTIFY ------------------------------------------------------------------------------------
 
@@ -1107,6 +1122,27 @@ class TestUniqueJobs:
         assert [r.unique_skipped_as_duplicate for r in again] == [True, True]
         assert {r.job.id for r in again} == {first[0].job.id}
         assert count_jobs(engine) == 1
+        # The duplicate comes back whole, read from its row; it is the job first inserted.
+        assert again[0].job == first[0].job == sa_river.get_job(engine, first[0].job.id)
+
+    def test_a_new_jobs_row_is_the_stored_row_on_every_path(self, engine: Engine) -> None:
+        """The returned JobRow of a new job is built from what was sent plus what the server
+        decided; it must equal the row as stored, options and all."""
+        opts = InsertOpts(
+            queue="q",
+            priority=3,
+            max_attempts=7,
+            tags=["abc", "d-e"],
+            metadata={"m": [1, "x"]},
+            scheduled_at=future(),
+            unique=UniqueOpts(by_args=True),
+        )
+        one = sa_river.insert(engine, Email(to="one"), opts)
+        many = sa_river.insert_many(
+            engine, [InsertManyParams(Email(to="many"), opts), Email(to="plain")]
+        )
+        for result in (one, *many):
+            assert result.job == sa_river.get_job(engine, result.job.id)
 
     def test_completed_job_still_blocks_with_default_states(self, engine: Engine) -> None:
         first = sa_river.insert(engine, UniqueReport(report_id=1))
