@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from enum import Enum
 from typing import Any, NamedTuple
 
 from sqlalchemy import Connection
@@ -40,9 +41,7 @@ class _Compiled(NamedTuple):
 def _observed(conn: Connection) -> bool:
     """Whether something watches ``conn``'s statements: echo, or cursor-execute listeners."""
     dispatch = conn.dispatch
-    return bool(
-        conn.engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute
-    )
+    return bool(conn.engine.echo or dispatch.before_cursor_execute or dispatch.after_cursor_execute)
 
 
 class DriverStatement:
@@ -63,6 +62,10 @@ class DriverStatement:
         compiled = self._compiled.get(type(dialect))
         if compiled is None:
             done = self.statement.compile(dialect=dialect)  # type: ignore[attr-defined]
+            if "POSTCOMPILE" in str(done):
+                # An "expanding" parameter (a Core in_() list) is filled in per call by
+                # Connection.execute, which this bypasses: write such a test another way.
+                raise TypeError("a DriverStatement cannot hold an in_() list of parameters")
             names: list[str] = []
 
             def positional(match: re.Match[str]) -> str:
@@ -73,16 +76,33 @@ class DriverStatement:
             # reordering a dict on every call. Literal values Core bound itself (its
             # ``param_N``) travel with every call as defaults.
             sql = _NAMED.sub(positional, str(done))
-            compiled = _Compiled(sql, tuple(names), dict(done.params))
+            # Core's own literals, as the driver takes them: an enum member by its value.
+            defaults = {
+                name: value.value if isinstance(value, Enum) else value
+                for name, value in done.params.items()
+            }
+            compiled = _Compiled(sql, tuple(names), defaults)
             self._compiled[type(dialect)] = compiled
         return compiled
 
     def rows(self, conn: Connection, values: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run with ``values`` (every bound parameter the statement names) in ``conn``'s
         transaction; every row, as a tuple in the statement's column order."""
+        return self._run(conn, values, fetch=True)[0]
+
+    def rowcount(self, conn: Connection, values: Mapping[str, Any]) -> int:
+        """Run a statement that returns no rows; how many rows it changed."""
+        return self._run(conn, values, fetch=False)[1]
+
+    def _run(
+        self, conn: Connection, values: Mapping[str, Any], *, fetch: bool
+    ) -> tuple[list[tuple[Any, ...]], int]:
         dialect = conn.dialect
         if dialect.driver != "psycopg" or _observed(conn):
-            return [tuple(row) for row in conn.execute(self.statement, dict(values))]
+            result = conn.execute(self.statement, dict(values))
+            if fetch:
+                return [tuple(row) for row in result], -1
+            return [], result.rowcount
         if not conn.in_transaction():
             # What Connection.execute's autobegin does: the caller's rollback() or commit()
             # must see the transaction this statement runs in (psycopg starts it implicitly).
@@ -93,8 +113,10 @@ class DriverStatement:
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(sql, params)
-            rows: list[tuple[Any, ...]] = cursor.fetchall()
-            return rows
+            if fetch:
+                rows: list[tuple[Any, ...]] = cursor.fetchall()
+                return rows, -1
+            return [], int(cursor.rowcount)
         except dialect.loaded_dbapi.Error as exc:
             lost = dialect.is_disconnect(exc, dbapi_connection, cursor)
             if lost:

@@ -17,6 +17,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import RiverJob, RiverQueue
+from sa_river.queries.driver import DriverStatement
 from sa_river.queries.job_row import job_row_from_values
 from sa_river.types import JobRow, JobState
 
@@ -73,7 +74,7 @@ def fetch_statement() -> Any:
     )
 
 
-_FETCH = fetch_statement()
+_FETCH = DriverStatement(fetch_statement())
 
 
 @dataclass(frozen=True)
@@ -113,9 +114,7 @@ def job_fetch_available(conn: Connection, *, queue: str, limit: int, client_id: 
     :class:`UndecodableJob` (its id and attempt are read raw) instead of raising, so the other
     rows of the fetch, already marked running, are not stranded.
     """
-    rows = conn.execute(
-        _FETCH, {"fetch_queue": queue, "fetch_limit": limit, "client_id": client_id}
-    ).all()
+    rows = _FETCH.rows(conn, {"fetch_queue": queue, "fetch_limit": limit, "client_id": client_id})
     jobs: list[JobRow] = []
     undecodable: list[UndecodableJob] = []
     for r in rows:

@@ -24,16 +24,18 @@ from sqlalchemy import (
     Table,
     Text,
     and_,
+    any_,
     case,
     cast,
     func,
     literal,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, array
 from sqlalchemy.sql import bindparam
 
 from sa_river.models import JOB_STATE_ENUM, RiverJob
+from sa_river.queries.driver import DriverStatement
 from sa_river.types import FINALIZED_STATES, JobState
 
 __all__ = [
@@ -139,6 +141,12 @@ _FINALIZED_VALUES = tuple(sorted(s.value for s in FINALIZED_STATES))
 """The finalized states as text, to compare with a state decided in the statement."""
 
 
+def _one_of(value: Any, choices: Sequence[str]) -> Any:
+    """``value = ANY(ARRAY[...])``: an IN over fixed text written into the statement, so that
+    it compiles once to plain SQL (a Core ``in_`` list is filled in per call)."""
+    return value == any_(array([literal(choice, Text) for choice in choices]))
+
+
 def _set_state_statement(*, returning: bool) -> Any:
     outcome = (
         func.unnest(
@@ -164,7 +172,7 @@ def _set_state_statement(*, returning: bool) -> Any:
         ),
         else_=outcome.c.state,
     )
-    not_counted = kind.in_([OutcomeKind.SNOOZED.value, OutcomeKind.RELEASED.value])
+    not_counted = _one_of(kind, (OutcomeKind.SNOOZED.value, OutcomeKind.RELEASED.value))
     snoozes = func.coalesce(job_table.c.metadata["snoozes"].as_integer(), 0) + 1
     statement = (
         update(job_table)
@@ -176,7 +184,7 @@ def _set_state_statement(*, returning: bool) -> Any:
         .values(
             state=cast(wanted, JOB_STATE_ENUM),
             finalized_at=case(
-                (wanted.in_(_FINALIZED_VALUES), func.now()), else_=job_table.c.finalized_at
+                (_one_of(wanted, _FINALIZED_VALUES), func.now()), else_=job_table.c.finalized_at
             ),
             errors=case(
                 (
@@ -189,7 +197,7 @@ def _set_state_statement(*, returning: bool) -> Any:
                 (kind == OutcomeKind.RELEASED.value, func.now()),
                 # A finalized job keeps its scheduled_at: there is nothing left to schedule.
                 (
-                    and_(outcome.c.delay_seconds.isnot(None), wanted.notin_(_FINALIZED_VALUES)),
+                    and_(outcome.c.delay_seconds.isnot(None), ~_one_of(wanted, _FINALIZED_VALUES)),
                     func.now() + func.make_interval(0, 0, 0, 0, 0, 0, outcome.c.delay_seconds),
                 ),
                 else_=job_table.c.scheduled_at,
@@ -212,8 +220,8 @@ def _set_state_statement(*, returning: bool) -> Any:
     return statement.returning(job_table.c.id, job_table.c.state) if returning else statement
 
 
-_SET_STATE = _set_state_statement(returning=True)
-_SET_STATE_COUNT = _set_state_statement(returning=False)
+_SET_STATE = DriverStatement(_set_state_statement(returning=True))
+_SET_STATE_COUNT = DriverStatement(_set_state_statement(returning=False))
 """The same statement without RETURNING, for the completer: it needs only how many changed,
 and decoding a row per job is a measurable part of a worker's time."""
 
@@ -245,12 +253,12 @@ def job_set_state_if_running_many(
     """
     if not outcomes:
         return {}
-    rows = conn.execute(_SET_STATE, _parameters(outcomes)).all()
-    return {r.id: JobState(r.state) for r in rows}
+    rows = _SET_STATE.rows(conn, _parameters(outcomes))
+    return {job_id: JobState(state) for job_id, state in rows}
 
 
 def job_set_state_if_running_count(conn: Connection, outcomes: Sequence[AttemptOutcome]) -> int:
     """:func:`job_set_state_if_running_many`, returning only how many rows it changed."""
     if not outcomes:
         return 0
-    return int(conn.execute(_SET_STATE_COUNT, _parameters(outcomes)).rowcount)
+    return _SET_STATE_COUNT.rowcount(conn, _parameters(outcomes))
