@@ -132,13 +132,16 @@ _STALL = 0.0005
 
 
 class _ThreadPool:
-    """Threads for sync handlers; an abandoned thread is replaced, then retires when free.
+    """Threads for sync handlers, made as they are needed up to ``size``; an abandoned thread
+    is replaced, then retires when free.
 
-    A batch handed over wakes one thread. More are woken only when the queue stops moving: a
-    monitor looks every :data:`_STALL` seconds while tasks wait, and if no thread took one
-    since its last look (they are all inside handlers), it wakes as many idle threads as tasks
-    wait. Quick jobs are so run back to back by few threads, without a thread switch per job,
-    while slow jobs still all start within a fraction of a millisecond.
+    A batch handed over wakes one thread. More are woken (or made, up to ``size``) only when
+    the queue stops moving: a monitor looks every :data:`_STALL` seconds while tasks wait, and
+    if no thread took one since its last look (they are all inside handlers), it wakes as many
+    idle threads as tasks wait and makes new ones for the rest. Quick jobs are so run back to
+    back by few threads, without a thread switch per job, while slow jobs still all start
+    within a fraction of a millisecond; and a runner with many slots does not pay for threads
+    its jobs never need (making a hundred up front is a visible share of a short drain).
     """
 
     def __init__(self, size: int, name: str, run: Callable[[_Running], None]) -> None:
@@ -152,21 +155,23 @@ class _ThreadPool:
         self._run = run
         self._name = name
         self._retiring: set[threading.Thread] = set()
-        self._threads: list[threading.Thread] = []
+        self._spawned = 0  # for thread names
+        self._live = 0  # threads that take tasks (not retiring)
         self._size = size
         self._monitor = threading.Thread(target=self._watch, name=f"{name}-monitor", daemon=True)
 
     def start(self) -> None:
         with self._cond:
-            for _ in range(self._size):
-                self._spawn()
+            self._spawn()
         self._monitor.start()
 
     def _spawn(self) -> None:
+        """Make one more thread (the lock held)."""
         thread = threading.Thread(
-            target=self._loop, name=f"{self._name}-{len(self._threads)}", daemon=True
+            target=self._loop, name=f"{self._name}-{self._spawned}", daemon=True
         )
-        self._threads.append(thread)
+        self._spawned += 1
+        self._live += 1
         thread.start()
 
     def _loop(self) -> None:
@@ -202,8 +207,13 @@ class _ThreadPool:
                     continue
                 taken = self._taken
                 self._watch_cond.wait(_STALL if self._idle else 10 * _STALL)
-                if tasks and self._taken == taken and self._idle:
-                    self._cond.notify(min(len(tasks), self._idle))
+                if not tasks or self._taken != taken or self._closed:
+                    continue
+                waiting = len(tasks)
+                if self._idle:
+                    self._cond.notify(min(waiting, self._idle))
+                for _ in range(min(waiting - self._idle, self._size - self._live)):
+                    self._spawn()
 
     def submit(self, tasks: list[_Running]) -> None:
         with self._cond:
@@ -220,6 +230,7 @@ class _ThreadPool:
         with self._cond:
             if stuck is not None:
                 self._retiring.add(stuck)
+                self._live -= 1
             self._spawn()
 
     def shutdown(self) -> None:

@@ -496,3 +496,37 @@ def test_a_handlers_database_error_is_logged_on_one_line_without_its_sql(
     assert "[SQL:" not in line
     assert "\n" not in line
     assert "INSERT INTO effects" in error_of(outcome)["error"]  # the stored error keeps it
+
+
+def test_slow_sync_jobs_all_run_at_once_up_to_the_thread_count(
+    make_executor: Any, collector: Collector
+) -> None:
+    """Threads are made as jobs need them: eight slow jobs on eight slots all run together
+    (each waits for the other seven), and twelve never run more than eight at a time."""
+    together = threading.Barrier(8)
+    lock = threading.Lock()
+    running = [0]
+    most = [0]
+    workers = Workers()
+
+    @workers.handler("meets")
+    def meets(job: Job[dict[str, Any]]) -> None:
+        together.wait(5)
+
+    @workers.handler("counts")
+    def counts(job: Job[dict[str, Any]]) -> None:
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.2)
+        with lock:
+            running[0] -= 1
+
+    executor = make_executor(workers, threads=8)
+    executor.execute_many([row(i, kind="meets") for i in range(1, 9)], collector.on_done)
+    outcomes = collector.wait(8)
+    assert {o.state for o in outcomes} == {S.COMPLETED}, "a job waited for a thread"
+
+    executor.execute_many([row(i, kind="counts") for i in range(11, 23)], collector.on_done)
+    collector.wait(20)
+    assert most[0] == 8
