@@ -508,7 +508,7 @@ _WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
             "type": _queue_limit,
             "metavar": "NAME=N",
             "help": "a queue and how many of its jobs run at once (repeatable; default: "
-            "default=10)",
+            "default=100)",
         },
         field="queues",
         to_config=dict,

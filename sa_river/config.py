@@ -28,7 +28,11 @@ __all__ = [
     "new_client_id",
 ]
 
-QUEUES_DEFAULT: Mapping[str, int] = {"default": 10}
+QUEUES_DEFAULT: Mapping[str, int] = {"default": 100}
+"""One queue, ``default``, with 100 slots, as River's own examples configure it: a fetch takes
+up to as many jobs as there are free slots, so fewer slots mean more, smaller fetches (10
+slots drain a backlog at under half the rate of 100). Threads for sync handlers are made only
+as jobs need them; lower it for handlers that each hold scarce resources."""
 FETCH_POLL_INTERVAL_DEFAULT = 1.0
 FETCH_COOLDOWN_DEFAULT = 0.05
 JOB_TIMEOUT_DEFAULT: timedelta | None = timedelta(seconds=60)
