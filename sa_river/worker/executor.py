@@ -15,7 +15,6 @@ so a handler that can hang should enforce its own I/O timeouts too.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import logging
 import threading
 import time
@@ -93,7 +92,6 @@ class _Running:
 
     __slots__ = (
         "deadline",
-        "future",
         "handler",
         "hooks",
         "is_sync",
@@ -103,6 +101,7 @@ class _Running:
         "started_at",
         "task",
         "thread",
+        "timed_out",
     )
 
     def __init__(
@@ -123,8 +122,8 @@ class _Running:
         self.thread: threading.Thread | None = None
         self.is_sync = is_sync
         self.settled = False
-        self.future: concurrent.futures.Future[Any] | None = None
         self.task: asyncio.Task[Any] | None = None
+        self.timed_out = False
 
 
 _STALL = 0.0005
@@ -284,7 +283,6 @@ class Executor:
         started: list[_Running] = []
         failed: list[tuple[_Running, BaseException]] = []
         get_handler = self._workers.get
-        default_timeout = self._default_timeout
         hooks = installed_hooks()
         for row in rows:
             try:
@@ -298,7 +296,7 @@ class Executor:
                 Job(row=row, args=args),
                 handler,
                 on_done,
-                None,  # set when a sync handler starts (async ones use wait_for)
+                None,  # set when a sync handler starts (async ones use a timer)
                 not handler.is_async,
                 hooks,
             )
@@ -315,13 +313,16 @@ class Executor:
         if sync:
             self._pool.submit(sync)
         if len(sync) != len(started):
-            for running in started:
-                if not running.is_sync:
-                    assert running.handler is not None
-                    running.future = asyncio.run_coroutine_threadsafe(
-                        self._run_async(running, running.handler.timeout_or(default_timeout)),
-                        self._loop,
-                    )
+            # One hand-over to the event loop for the whole fetch, not one per job.
+            self._loop.call_soon_threadsafe(
+                self._start_async, [r for r in started if not r.is_sync]
+            )
+
+    def _start_async(self, batch: list[_Running]) -> None:
+        """On the event loop: a task for each async attempt of a fetch."""
+        create_task = self._loop.create_task
+        for running in batch:
+            create_task(self._run_async(running))
 
     def _run_sync(self, running: _Running) -> None:
         assert running.handler is not None
@@ -343,7 +344,7 @@ class Executor:
         else:
             self._settle(running, None)
 
-    async def _run_async(self, running: _Running, timeout: timedelta | None) -> None:
+    async def _run_async(self, running: _Running) -> None:
         handler = running.handler
         assert handler is not None
         with self._lock:
@@ -357,39 +358,35 @@ class Executor:
             self._settle(running, JobCancel("cancelled before it started"))
             return
         running.started_at = time.monotonic()
+        # The timeout is a timer that cancels this very task (asyncio.wait_for would wrap the
+        # handler in a task of its own, doubling the loop's work per job). A TimeoutError the
+        # handler raises itself is so recorded as itself, never taken for the timeout.
+        timeout = handler.timeout_or(self._default_timeout)
+        timer = (
+            None
+            if timeout is None
+            else self._loop.call_later(timeout.total_seconds(), _time_out, running)
+        )
         if running.hooks:
             call_before_work(running.hooks, running.job)
-        result: list[BaseException | None] = []
-
-        async def call() -> None:
-            # The handler's own exceptions are captured here rather than propagated, so that a
-            # TimeoutError it raises (asyncio.TimeoutError *is* TimeoutError on Python 3.11+)
-            # is recorded as itself and never taken for wait_for's timeout.
-            try:
-                await handler.fn(running.job)
-            except asyncio.CancelledError:
-                raise
-            except BaseException as exc:
-                result.append(exc)
-            else:
-                result.append(None)
-
         try:
-            if timeout is None:
-                await call()
-            else:
-                await asyncio.wait_for(call(), timeout.total_seconds())
-        except asyncio.TimeoutError:
-            self._settle(running, _timeout_error(timeout))
+            await handler.fn(running.job)
         except asyncio.CancelledError:
-            if running.job.cancel_requested.is_set():
+            if running.timed_out:
+                self._settle(running, _timeout_error(timeout))
+            elif running.job.cancel_requested.is_set():
                 self._settle(running, JobCancel("cancelled while running"))
             else:
                 # Released at shutdown (already settled: this reports nothing), or the
                 # handler raised CancelledError itself: an error, so its slot is freed.
                 self._settle(running, RuntimeError("the handler was cancelled"))
+        except BaseException as exc:
+            self._settle(running, exc)
         else:
-            self._settle(running, result[0] if result else None)
+            self._settle(running, None)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     def _settle(self, running: _Running, exc: BaseException | None) -> None:
         """Report the attempt's outcome exactly once, however many parties try."""
@@ -521,8 +518,8 @@ class Executor:
             self._running.clear()
             self._lock.notify_all()
         for running in released:
-            if running.future is not None:
-                running.future.cancel()
+            if running.task is not None:
+                self._loop.call_soon_threadsafe(running.task.cancel)
         return [AttemptOutcome.released(r.job.row.id, r.job.row.attempt) for r in released]
 
     def shutdown(self) -> None:
@@ -576,6 +573,13 @@ def _one_line(exc: BaseException) -> str:
         return one_line(exc)
     except Exception:
         return f"<{type(exc).__name__} whose str() failed>"
+
+
+def _time_out(running: _Running) -> None:
+    """On the event loop, when an async attempt's timeout is up: cancel its task."""
+    running.timed_out = True
+    if running.task is not None:
+        running.task.cancel()
 
 
 def _timeout_error(timeout: timedelta | None) -> JobTimeoutError:
