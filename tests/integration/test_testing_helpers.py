@@ -359,6 +359,22 @@ class TestDrain:
             drain(conn, workers, limit=5)
         assert state_of_conn(conn, job.id) is S.AVAILABLE  # given back, not left running
 
+    def test_the_limit_on_an_engine_gives_the_extra_job_back(self, sa_river_engine: Engine) -> None:
+        """On an engine each step is its own transaction; the job fetched past the limit is
+        given back as available, its attempt not counted (this used to fail releasing it)."""
+        workers = Workers()
+
+        @workers.handler("again")
+        def again(job: Job[dict[str, Any]]) -> None:
+            raise JobSnooze(0)
+
+        job = sa_river.insert(sa_river_engine, ("again", {})).job
+        with pytest.raises(AssertionError, match="drain made 3 attempts and jobs are still due"):
+            drain(sa_river_engine, workers, limit=3)
+        row = sa_river.get_job(sa_river_engine, job.id)
+        assert row is not None
+        assert (row.state, row.attempt) == (S.AVAILABLE, 0)
+
     def test_a_session_is_flushed_before_and_expired_after(self, tx: Session) -> None:
         tx.execute(text("CREATE TABLE counters (id int PRIMARY KEY, n int)"))
         workers = Workers()
