@@ -87,9 +87,13 @@ InsertManyItem: TypeAlias = ArgsLike | InsertManyParams
 def prepare(args: ArgsLike, opts: InsertOpts | None = None) -> JobInsertParams:
     """Validate and encode one job; raises :class:`InvalidJobError` naming the bad field."""
     kind, encoded_args, class_opts = kind_and_encoded_args(args)
-    if opts is None and class_opts is None:
+    # Options given here override the class's field by field; none given: the class's own.
+    if opts is not None:
+        merged = opts.merged_over(class_opts)
+    elif class_opts is not None:
+        merged = class_opts
+    else:
         return _with_defaults(kind, encoded_args)
-    merged = (opts or InsertOpts()).merged_over(class_opts)
     queue = validate_queue(QUEUE_DEFAULT if merged.queue is None else merged.queue)
     priority = validate_priority(PRIORITY_DEFAULT if merged.priority is None else merged.priority)
     max_attempts = validate_max_attempts(

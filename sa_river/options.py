@@ -48,6 +48,7 @@ DEFAULT_UNIQUE_STATES: tuple[JobState, ...] = (
     JobState.SCHEDULED,
 )
 """The states a unique job is unique across unless ``UniqueOpts.by_state`` says otherwise."""
+_DEFAULT_STATES = frozenset(DEFAULT_UNIQUE_STATES)
 
 REQUIRED_UNIQUE_STATES: frozenset[JobState] = frozenset(
     {JobState.AVAILABLE, JobState.PENDING, JobState.RUNNING, JobState.SCHEDULED}
@@ -92,7 +93,7 @@ class UniqueOpts:
     def states(self) -> frozenset[JobState]:
         """The validated ``by_state`` set (the defaults when unset)."""
         if self.by_state is None:
-            return frozenset(DEFAULT_UNIQUE_STATES)
+            return _DEFAULT_STATES
         if isinstance(self.by_state, str):
             raise InvalidJobError("unique.by_state", "must be a list of states, not a string")
         states: set[JobState] = set()

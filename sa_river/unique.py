@@ -15,6 +15,7 @@ partial unique index ``river_job_unique_idx`` then allows one live row per key.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -50,6 +51,18 @@ _YEAR_ONE = datetime(1, 1, 1, tzinfo=timezone.utc)
 
 def states_bitmask(states: Iterable[JobState]) -> str:
     """The ``bit(8)`` text for ``states``, e.g. ``'11110101'`` for the default unique states."""
+    if isinstance(states, frozenset):
+        return _frozen_states_bitmask(states)
+    return _bitmask(states)
+
+
+@functools.lru_cache(maxsize=64)
+def _frozen_states_bitmask(states: frozenset[JobState]) -> str:
+    # A unique job's states are one of a few sets, asked for on every insert.
+    return _bitmask(states)
+
+
+def _bitmask(states: Iterable[JobState]) -> str:
     bits = ["0"] * 8
     for state in states:
         bits[_STATE_BIT[JobState(state)]] = "1"
