@@ -103,13 +103,14 @@ class DriverStatement:
             if fetch:
                 return [tuple(row) for row in result], -1
             return [], result.rowcount
-        if not conn.in_transaction():
+        dbapi_connection: Any = conn.connection.dbapi_connection
+        if not conn.in_transaction() and not getattr(dbapi_connection, "autocommit", False):
             # What Connection.execute's autobegin does: the caller's rollback() or commit()
             # must see the transaction this statement runs in (psycopg starts it implicitly).
+            # In autocommit there is none to see, and a begin would only cost a rollback.
             conn.begin()
         sql, names, defaults = self._compile(dialect)
         params = [values[n] if n in values else defaults[n] for n in names]
-        dbapi_connection: Any = conn.connection.dbapi_connection
         cursor = dbapi_connection.cursor()
         try:
             cursor.execute(sql, params)
