@@ -4,7 +4,8 @@
 twins take an ``AsyncSession``, ``AsyncConnection`` or ``AsyncEngine``. With a session or a
 connection the job joins the caller's transaction: roll back and the job never existed, commit
 and it exists, and idle workers hear of it through ``NOTIFY`` sent in that same transaction.
-An engine opens a transaction of its own and commits it.
+With an engine the insert is a transaction of its own: ``insert`` and ``insert_many`` are a
+single statement (rows and notification), run in autocommit, one round trip.
 
 >>> with Session(engine) as session, session.begin():       # doctest: +SKIP
 ...     session.add(user)
