@@ -221,6 +221,7 @@ class Elector(Service):
                 "elector %s: could not resign (%s); the term expires on its own",
                 self.leader_id,
                 one_line(exc),
+                extra={"event": "elector_error", "client_id": self.leader_id},
             )
 
     def _publish(self, leading: bool) -> None:
@@ -228,7 +229,9 @@ class Elector(Service):
             try:
                 callback(leading)
             except Exception:
-                logger.exception("elector: leadership subscriber failed")
+                logger.exception(
+                    "elector: leadership subscriber failed", extra={"event": "subscriber_failed"}
+                )
 
     def _failed(self, what: str, exc: SQLAlchemyError) -> None:
         self._failures += 1
@@ -251,5 +254,6 @@ class Elector(Service):
                 "elector %s: database reachable again after %d failed attempts",
                 self.leader_id,
                 self._failures,
+                extra={"event": "elector_recovered", "client_id": self.leader_id},
             )
             self._failures = 0

@@ -59,7 +59,9 @@ class Notifier(Service):
             try:
                 callback(payload)
             except Exception:
-                logger.exception("notifier: subscriber of %s failed", topic)
+                logger.exception(
+                    "notifier: subscriber of %s failed", topic, extra={"event": "subscriber_failed"}
+                )
 
     def run(self) -> None:
         backoff = Backoff(_BACKOFF_START, cap=_BACKOFF_MAX)

@@ -229,7 +229,9 @@ class Supervisor:
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:  # pragma: no cover - a process that ignores KILL
-                logger.error("supervisor: pid %d did not exit", proc.pid)
+                logger.error(
+                    "supervisor: pid %d did not exit", proc.pid, extra={"event": "supervisor_kill"}
+                )
 
 
 class _suppress_lookup:

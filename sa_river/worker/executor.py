@@ -188,7 +188,9 @@ class _ThreadPool:
             try:
                 run(task)
             except Exception:  # never lose a pool thread to a bug
-                logger.exception("executor: unexpected error running a job")
+                logger.exception(
+                    "executor: unexpected error running a job", extra={"event": "executor_error"}
+                )
             if self._retiring:
                 me = threading.current_thread()
                 with cond:
@@ -418,7 +420,11 @@ class Executor:
         except Exception as failure:
             # A retry policy that raises, an exception whose str() raises...: the attempt
             # must still end in exactly one outcome, or the job would stay running forever.
-            logger.exception("job %d: could not work out its outcome", job_id)
+            logger.exception(
+                "job %d: could not work out its outcome",
+                job_id,
+                extra={"event": "executor_error", "job_id": job_id},
+            )
             outcome = outcome_for(
                 running.job.row,
                 RuntimeError(f"sa_river could not record this attempt: {type(failure).__name__}"),
@@ -452,7 +458,9 @@ class Executor:
             try:
                 self._expire_overdue()
             except Exception:  # the watchdog must outlive any one job's trouble
-                logger.exception("executor: timeout watchdog error")
+                logger.exception(
+                    "executor: timeout watchdog error", extra={"event": "executor_error"}
+                )
 
     def _expire_overdue(self) -> None:
         now = time.monotonic()

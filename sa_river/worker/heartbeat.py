@@ -182,4 +182,8 @@ class Heartbeat(Service):
             with self._engine.begin() as conn:
                 client_delete(conn, self._client_id, started_at=self.started_at)
         except SQLAlchemyError as exc:
-            logger.warning("could not remove heartbeat row (%s)", one_line(exc))
+            logger.warning(
+                "could not remove heartbeat row (%s)",
+                one_line(exc),
+                extra={"event": "heartbeat_error"},
+            )

@@ -163,7 +163,12 @@ class Producer(Service):
                     self.sleep(backoff.next())
                     continue
                 if failures:
-                    logger.info("%s: fetching again after %d failures", self.name, failures)
+                    logger.info(
+                        "%s: fetching again after %d failures",
+                        self.name,
+                        failures,
+                        extra={"event": "fetch_recovered", "queue": self.queue},
+                    )
                     failures = 0
                     backoff.reset()
                 try:

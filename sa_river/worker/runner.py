@@ -221,6 +221,7 @@ class Worker:
                 "first heartbeat failed (%s); the heartbeat thread retries, and fetching "
                 "starts once it succeeds",
                 one_line(exc),
+                extra={"event": "heartbeat_error"},
             )
         self._heartbeat.start()
         if self._elector is not None:
@@ -335,6 +336,7 @@ class Worker:
             logger.warning(
                 "could not check the river tables (%s); starting anyway, connections are retried",
                 one_line(exc),
+                extra={"event": "schema_check_failed"},
             )
             return
         if missing:

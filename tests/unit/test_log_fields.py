@@ -44,6 +44,39 @@ def documented(section_title: str) -> set[str]:
     return names
 
 
+def log_calls_without_an_event() -> list[str]:
+    """``file:line`` of every ``logger.<level>(...)`` call in the runtime (the package but its
+    developer tools) that passes no ``extra={"event": ...}``."""
+    missing = []
+    for path in sorted((ROOT / "sa_river").rglob("*.py")):
+        if "tools" in path.relative_to(ROOT / "sa_river").parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if not (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr in LEVELS
+                and isinstance(node.func.value, ast.Name)
+                and node.func.value.id == "logger"
+            ):
+                continue
+            extra = next((k.value for k in node.keywords if k.arg == "extra"), None)
+            has_event = isinstance(extra, ast.Dict) and any(
+                isinstance(key, ast.Constant) and key.value == "event" for key in extra.keys
+            )
+            if not has_event:
+                missing.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return missing
+
+
+LEVELS = {"debug", "info", "warning", "error", "exception", "critical"}
+
+
+def test_every_log_line_of_the_runtime_names_its_event() -> None:
+    """A JSON log consumer can route and count every line by its event: none goes without."""
+    assert log_calls_without_an_event() == []
+
+
 def test_every_event_the_code_logs_is_documented_and_no_other() -> None:
     in_code = events_in_code()
     listed = documented("Structured logs") - set(STRUCTURED_FIELDS)
