@@ -26,7 +26,7 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import Executable
 
-__all__ = ["DriverStatement"]
+__all__ = ["DriverStatement", "join_transaction"]
 
 _NAMED = re.compile(r"%\((\w+)\)s")
 """A pyformat placeholder as SQLAlchemy's psycopg dialect renders it."""
@@ -36,6 +36,18 @@ class _Compiled(NamedTuple):
     sql: str
     names: tuple[str, ...]
     defaults: dict[str, Any]
+
+
+def join_transaction(conn: Connection) -> Any:
+    """``conn``'s DBAPI connection, for a statement about to bypass ``Connection.execute``,
+    after doing what that method's autobegin would: the caller's ``commit()`` or
+    ``rollback()`` must see the transaction the statement runs in (psycopg starts it
+    implicitly). In autocommit there is none to see, and a begin would only cost a rollback.
+    """
+    dbapi_connection: Any = conn.connection.dbapi_connection
+    if not conn.in_transaction() and not getattr(dbapi_connection, "autocommit", False):
+        conn.begin()
+    return dbapi_connection
 
 
 def _observed(conn: Connection) -> bool:
@@ -103,12 +115,7 @@ class DriverStatement:
             if fetch:
                 return [tuple(row) for row in result], -1
             return [], result.rowcount
-        dbapi_connection: Any = conn.connection.dbapi_connection
-        if not conn.in_transaction() and not getattr(dbapi_connection, "autocommit", False):
-            # What Connection.execute's autobegin does: the caller's rollback() or commit()
-            # must see the transaction this statement runs in (psycopg starts it implicitly).
-            # In autocommit there is none to see, and a begin would only cost a rollback.
-            conn.begin()
+        dbapi_connection = join_transaction(conn)
         sql, names, defaults = self._compile(dialect)
         params = [values[n] if n in values else defaults[n] for n in names]
         cursor = dbapi_connection.cursor()

@@ -36,7 +36,7 @@ from sqlalchemy.sql import ColumnElement, bindparam
 from sqlalchemy.util import await_only
 
 from sa_river.models import JOB_STATE_ENUM, UNIQUE_INDEX_PREDICATE, RiverJob
-from sa_river.queries.driver import DriverStatement
+from sa_river.queries.driver import DriverStatement, join_transaction
 from sa_river.queries.job_admin import job_get
 from sa_river.queries.job_row import job_row_from_values
 from sa_river.queries.notify import notify_insert
@@ -490,8 +490,7 @@ def job_insert_copy(conn: Connection, params: Sequence[JobInsertParams]) -> int:
     timed = any(p.scheduled_at is not None for p in params)
     now = conn.execute(db_now_statement()).scalar_one() if timed else None
     rows = copy_rows(params, now)
-    if not conn.in_transaction():
-        conn.begin()  # as Connection.execute would: the caller's commit() covers the COPY
+    join_transaction(conn)  # the caller's commit() covers the COPY
     driver: Any = conn.connection.driver_connection
     statement = copy_statement(timed)
     if isinstance(driver, psycopg.AsyncConnection):
