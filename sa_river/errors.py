@@ -80,9 +80,15 @@ def one_line(exc: BaseException, limit: int = 300) -> str:
 
     >>> one_line(ValueError("bad\\n  value"))
     'ValueError: bad value'
+
+    It never fails: an exception whose ``str()`` raises is named by its type (a log line, or
+    an attempt's end, must not fail on the error it reports).
     """
     cause = exc.orig if isinstance(exc, StatementError) and exc.orig is not None else exc
-    text = " ".join(str(cause).split())
+    try:
+        text = " ".join(str(cause).split())
+    except Exception:
+        return f"<{type(cause).__name__} whose str() failed>"
     return f"{type(cause).__name__}: {text}"[:limit] if text else type(cause).__name__
 
 

@@ -437,7 +437,7 @@ class Executor:
                 job_id,
                 running.job.kind,
                 running.job.attempt,
-                _one_line(exc),
+                one_line(exc),
                 outcome.state.value,
                 extra={
                     "event": "job_failed",
@@ -571,16 +571,6 @@ def _log_attempt(running: _Running, exc: BaseException | None) -> None:
             "duration_ms": round((time.monotonic() - running.started_at) * 1000, 1),
         },
     )
-
-
-def _one_line(exc: BaseException) -> str:
-    """``exc`` for the job_failed line: one line, without the SQL SQLAlchemy appends to a
-    database error (the attempt's stored error keeps the whole text), and never failing on an
-    exception whose ``str()`` raises."""
-    try:
-        return one_line(exc)
-    except Exception:
-        return f"<{type(exc).__name__} whose str() failed>"
 
 
 def _time_out(running: _Running) -> None:

@@ -28,3 +28,11 @@ def test_any_other_error_is_named_and_flattened_to_one_bounded_line() -> None:
     assert one_line(RuntimeError("first\nsecond")) == "RuntimeError: first second"
     assert one_line(RuntimeError()) == "RuntimeError"
     assert len(one_line(RuntimeError("x" * 1000), limit=50)) == 50
+
+
+def test_an_error_whose_str_raises_is_named_by_its_type() -> None:
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise ValueError("no text")
+
+    assert one_line(Unprintable()) == "<Unprintable whose str() failed>"
