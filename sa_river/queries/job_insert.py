@@ -144,7 +144,27 @@ def initial_state_sql(
     )
 
 
-def _insert_many_statement() -> Any:
+def _returning_duplicates(insert: Any, unique: bool) -> Any:
+    """``insert`` with the clause that hands back a live duplicate instead of inserting, for
+    statements that carry unique jobs.
+
+    DO UPDATE (not DO NOTHING) so the existing duplicate comes back in RETURNING; xmax is
+    non-zero exactly for those rows. The update writes the row's own kind back: with
+    exclude_kind the duplicate may be of another kind, and EXCLUDED.kind would hand the
+    existing job to a different handler. Without unique jobs the clause is left out: an
+    ``ON CONFLICT`` insert is a speculative insertion, which writes a confirmation record to
+    the WAL for every row (about 55 bytes a job), a write River's schema does not need.
+    """
+    if not unique:
+        return insert
+    return insert.on_conflict_do_update(
+        index_elements=[job_table.c.unique_key],
+        index_where=text(UNIQUE_INDEX_PREDICATE),
+        set_={"kind": job_table.c.kind},
+    )
+
+
+def _insert_many_statement(*, unique: bool) -> Any:
     source = (
         func.unnest(
             bindparam("args", type_=ARRAY(Text)),
@@ -201,15 +221,7 @@ def _insert_many_statement() -> Any:
     plain_insert = pg_insert(job_table).from_select(
         [*COPY_COLUMNS, "unique_key", "unique_states"], rows
     )
-    # DO UPDATE (not DO NOTHING) so the existing duplicate comes back in RETURNING; xmax is
-    # non-zero exactly for those rows. The update writes the row's own kind back: with
-    # exclude_kind the duplicate may be of another kind, and EXCLUDED.kind would hand the
-    # existing job to a different handler.
-    insert = plain_insert.on_conflict_do_update(
-        index_elements=[job_table.c.unique_key],
-        index_where=text(UNIQUE_INDEX_PREDICATE),
-        set_={"kind": job_table.c.kind},
-    ).returning(
+    insert = _returning_duplicates(plain_insert, unique).returning(
         *job_table.c,
         literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
     )
@@ -244,48 +256,39 @@ def _insert_many_statement() -> Any:
 _DECIDED_BY_THE_SERVER = frozenset({"id", "state", "created_at", "scheduled_at", "unique_key"})
 
 
-_INSERT_MANY = DriverStatement(_insert_many_statement())
+_INSERT_MANY = DriverStatement(_insert_many_statement(unique=False))
+_INSERT_MANY_UNIQUE = DriverStatement(_insert_many_statement(unique=True))
 
 
-def _insert_one_statement() -> Any:
+def _insert_one_statement(*, unique: bool) -> Any:
     """One job as a plain ``INSERT ... VALUES``: the web-request case.
 
-    The same columns, state rule (:func:`initial_state_sql`), ``ON CONFLICT`` clause and
-    notification as :func:`_insert_many_statement`, without the 11-array ``unnest`` a single
-    row does not need.
-    A job without a unique key never matches the unique index's predicate, so the clause costs
-    nothing for it.
+    The same columns, state rule (:func:`initial_state_sql`), duplicate clause (for a unique
+    job) and notification as :func:`_insert_many_statement`, without the 11-array ``unnest``
+    a single row does not need.
     """
     now = func.now()
     scheduled_at = func.coalesce(bindparam("scheduled_at", type_=TIMESTAMP(timezone=True)), now)
-    insert = (
-        pg_insert(job_table)
-        .values(
-            args=cast(bindparam("args", type_=Text), JSONB),
-            kind=bindparam("kind", type_=Text),
-            max_attempts=bindparam("max_attempts", type_=SmallInteger),
-            metadata=cast(bindparam("metadata", type_=Text), JSONB),
-            priority=bindparam("priority", type_=SmallInteger),
-            queue=bindparam("queue", type_=Text),
-            scheduled_at=scheduled_at,
-            state=initial_state_sql(bindparam("pending", type_=Boolean), scheduled_at, now),
-            tags=bindparam("tags", type_=ARRAY(Text)),
-            unique_key=bindparam("unique_key", type_=LargeBinary),
-            unique_states=cast(bindparam("unique_states", type_=Text), BIT(8)),
-        )
-        .on_conflict_do_update(
-            index_elements=[job_table.c.unique_key],
-            index_where=text(UNIQUE_INDEX_PREDICATE),
-            set_={"kind": job_table.c.kind},
-        )
-        .returning(
-            job_table.c.id,
-            job_table.c.state,
-            job_table.c.created_at,
-            job_table.c.scheduled_at,
-            job_table.c.queue,
-            literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
-        )
+    plain_insert = pg_insert(job_table).values(
+        args=cast(bindparam("args", type_=Text), JSONB),
+        kind=bindparam("kind", type_=Text),
+        max_attempts=bindparam("max_attempts", type_=SmallInteger),
+        metadata=cast(bindparam("metadata", type_=Text), JSONB),
+        priority=bindparam("priority", type_=SmallInteger),
+        queue=bindparam("queue", type_=Text),
+        scheduled_at=scheduled_at,
+        state=initial_state_sql(bindparam("pending", type_=Boolean), scheduled_at, now),
+        tags=bindparam("tags", type_=ARRAY(Text)),
+        unique_key=bindparam("unique_key", type_=LargeBinary),
+        unique_states=cast(bindparam("unique_states", type_=Text), BIT(8)),
+    )
+    insert = _returning_duplicates(plain_insert, unique).returning(
+        job_table.c.id,
+        job_table.c.state,
+        job_table.c.created_at,
+        job_table.c.scheduled_at,
+        job_table.c.queue,
+        literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
     )
     inserted = insert.cte("inserted")
     notified = (
@@ -306,12 +309,14 @@ def _insert_one_statement() -> Any:
     )
 
 
-_INSERT_ONE = DriverStatement(_insert_one_statement())
+_INSERT_ONE = DriverStatement(_insert_one_statement(unique=False))
+_INSERT_ONE_UNIQUE = DriverStatement(_insert_one_statement(unique=True))
 
 
 def job_insert_one(conn: Connection, p: JobInsertParams) -> tuple[JobRow, bool]:
     """Insert one job in one round trip; ``(row, skipped_as_duplicate)``."""
-    (row,) = _INSERT_ONE.rows(
+    statement = _INSERT_ONE if p.unique_key is None else _INSERT_ONE_UNIQUE
+    (row,) = statement.rows(
         conn,
         {
             "args": p.args,
@@ -379,7 +384,8 @@ def job_insert_many(
     """
     if not params:
         return []
-    result = _INSERT_MANY.rows(
+    unique = any(p.unique_key is not None for p in params)
+    result = (_INSERT_MANY_UNIQUE if unique else _INSERT_MANY).rows(
         conn,
         {
             "args": [p.args for p in params],

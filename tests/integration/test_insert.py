@@ -333,6 +333,28 @@ class TestTargets:
         finally:
             small.dispose()
 
+    def test_engine_inserts_go_on_after_the_pool_reconnects(self, engine: Engine) -> None:
+        """Inserts reuse a cursor per pooled connection: one whose connection the server cut
+        off fails as a lost connection, and the next insert runs on the fresh one the pool
+        opens, never on the dead cursor."""
+        small = create_engine(engine.url, pool_size=1, max_overflow=0)
+        try:
+            sa_river.insert(small, Email(to="before"))
+            with small.connect() as conn:
+                pid = conn.execute(text("SELECT pg_backend_pid()")).scalar_one()
+            with engine.begin() as admin:
+                admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(sqlalchemy.exc.OperationalError) as lost:
+                sa_river.insert(small, Email(to="lost"))
+            assert lost.value.connection_invalidated
+            sa_river.insert(small, Email(to="after"))
+            sa_river.insert_many(small, [Email(to=f"many-{i}") for i in range(200)])
+            sa_river.insert(small, Email(to="last"))
+        finally:
+            small.dispose()
+        assert count_jobs(engine, "args->>'to' = 'lost'") == 0
+        assert count_jobs(engine) == 203
+
     def test_a_database_error_is_sqlalchemys_and_the_session_recovers(self, engine: Engine) -> None:
         with Session(engine) as session:
             session.execute(text("SET TRANSACTION READ ONLY"))
