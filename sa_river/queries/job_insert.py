@@ -16,14 +16,17 @@ from typing import Any
 
 import psycopg
 from sqlalchemy import (
+    JSON,
     Boolean,
     Connection,
+    Integer,
     LargeBinary,
     SmallInteger,
     Table,
     Text,
     case,
     cast,
+    column,
     func,
     literal,
     literal_column,
@@ -165,48 +168,37 @@ def _returning_duplicates(insert: Any, unique: bool) -> Any:
 
 
 def _insert_many_statement(*, unique: bool) -> Any:
+    # The batch travels as one JSON document (see _jobs_document), read back into typed
+    # columns by json_to_recordset: a job costs the client one formatted string instead of an
+    # element in each of eleven arrays, which psycopg dumps and quotes element by element.
     source = (
-        func.unnest(
-            bindparam("args", type_=ARRAY(Text)),
-            bindparam("kind", type_=ARRAY(Text)),
-            bindparam("max_attempts", type_=ARRAY(SmallInteger)),
-            bindparam("metadata", type_=ARRAY(Text)),
-            bindparam("priority", type_=ARRAY(SmallInteger)),
-            bindparam("queue", type_=ARRAY(Text)),
-            bindparam("scheduled_at", type_=ARRAY(TIMESTAMP(timezone=True))),
-            bindparam("pending", type_=ARRAY(Boolean)),
-            # River's trick: unnest flattens 2-D arrays, so tags travel comma-joined (a tag can't
-            # contain a comma) and are split again here.
-            bindparam("tags", type_=ARRAY(Text)),
-            bindparam("unique_key", type_=ARRAY(LargeBinary)),
-            bindparam("unique_states", type_=ARRAY(Text)),
-        )
+        func.json_to_recordset(cast(bindparam("jobs", type_=Text), JSON))
         .table_valued(
-            "args",
-            "kind",
-            "max_attempts",
-            "metadata",
-            "priority",
-            "queue",
-            "scheduled_at",
-            "pending",
-            "tags",
-            "unique_key",
-            "unique_states",
-            with_ordinality="ordinality",
-            name="input",
+            column("i", Integer),
+            column("args", JSONB),
+            column("kind", Text),
+            column("max_attempts", SmallInteger),
+            column("metadata", JSONB),
+            column("priority", SmallInteger),
+            column("queue", Text),
+            column("scheduled_at", TIMESTAMP(timezone=True)),
+            column("pending", Boolean),
+            # River's trick: tags travel comma-joined (a tag can't contain a comma) and are
+            # split again here.
+            column("tags", Text),
+            column("unique_key", LargeBinary),
+            column("unique_states", BIT(8)),
         )
-        .render_derived()
+        .render_derived(name="input", with_types=True)
     )
     now = func.now()
     scheduled_at = func.coalesce(source.c.scheduled_at, now)
     rows = select(
-        cast(source.c.args, JSONB),
+        source.c.args,
         source.c.kind,
         source.c.max_attempts,
-        # Empty metadata and tags travel as NULL: psycopg quotes and escapes every text array
-        # element with a regular expression, and "{}" and "" both need quoting.
-        func.coalesce(cast(source.c.metadata, JSONB), literal_column("'{}'::jsonb")),
+        # Empty metadata and tags travel as null.
+        func.coalesce(source.c.metadata, literal_column("'{}'::jsonb")),
         source.c.priority,
         source.c.queue,
         scheduled_at,
@@ -216,8 +208,8 @@ def _insert_many_statement(*, unique: bool) -> Any:
             literal_column("'{}'::varchar[]"),
         ),
         source.c.unique_key,
-        cast(source.c.unique_states, BIT(8)),
-    ).order_by(source.c.ordinality)
+        source.c.unique_states,
+    ).order_by(source.c.i)
     plain_insert = pg_insert(job_table).from_select(
         [*COPY_COLUMNS, "unique_key", "unique_states"], rows
     )
@@ -385,22 +377,8 @@ def job_insert_many(
     if not params:
         return []
     unique = any(p.unique_key is not None for p in params)
-    result = (_INSERT_MANY_UNIQUE if unique else _INSERT_MANY).rows(
-        conn,
-        {
-            "args": [p.args for p in params],
-            "kind": [p.kind for p in params],
-            "max_attempts": [p.max_attempts for p in params],
-            "metadata": [None if p.metadata == "{}" else p.metadata for p in params],
-            "priority": [p.priority for p in params],
-            "queue": [p.queue for p in params],
-            "scheduled_at": [p.scheduled_at for p in params],
-            "pending": [p.pending for p in params],
-            "tags": [",".join(p.tags) if p.tags else None for p in params],
-            "unique_key": [p.unique_key for p in params],
-            "unique_states": [p.unique_states for p in params],
-        },
-    )
+    statement = _INSERT_MANY_UNIQUE if unique else _INSERT_MANY
+    result = statement.rows(conn, {"jobs": _jobs_document(params)})
     if len(result) != len(params):
         raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
     # New rows get ids in input order (the SELECT is ordered); duplicates are matched by key.
@@ -417,6 +395,42 @@ def job_insert_many(
             )
             out.append((new, False))
     return out
+
+
+def _jobs_document(params: Sequence[JobInsertParams]) -> str:
+    """The batch as the JSON array ``_insert_many_statement`` reads: one object per job, keyed
+    by column, ``i`` its place in the batch.
+
+    Built as text: ``args`` and ``metadata`` are JSON already and go in as they are, and a
+    batch's few kinds and queues are encoded once each.
+    """
+    encoded: dict[str, str] = {}
+
+    def string(value: str) -> str:
+        text = encoded.get(value)
+        if text is None:
+            text = encoded[value] = _json_string(value)
+        return text
+
+    parts = []
+    for i, p in enumerate(params):
+        scheduled_at = "null" if p.scheduled_at is None else f'"{p.scheduled_at.isoformat()}"'
+        # bytea's hex input form, \x and the digits, with the backslash escaped for JSON.
+        key = "null" if p.unique_key is None else f'"\\\\x{p.unique_key.hex()}"'
+        parts.append(
+            f'{{"i":{i},"args":{p.args},"kind":{string(p.kind)},'
+            f'"max_attempts":{p.max_attempts:d},'
+            f'"metadata":{"null" if p.metadata == "{}" else p.metadata},'
+            f'"priority":{p.priority:d},"queue":{string(p.queue)},'
+            f'"scheduled_at":{scheduled_at},"pending":{"true" if p.pending else "false"},'
+            f'"tags":{string(",".join(p.tags)) if p.tags else "null"},'
+            f'"unique_key":{key},'
+            f'"unique_states":{"null" if p.unique_states is None else string(p.unique_states)}}}'
+        )
+    return f"[{','.join(parts)}]"
+
+
+_json_string = json.JSONEncoder().encode
 
 
 _UNIQUE_KEY_AT = tuple(job_table.c.keys()).index("unique_key")

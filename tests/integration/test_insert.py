@@ -689,6 +689,43 @@ class TestInsertMany:
         with engine.connect() as conn:
             assert conn.execute(text("SELECT args FROM river_job")).scalar_one() == args
 
+    def test_escapes_and_offsets_survive_every_insert_path(self, engine: Engine) -> None:
+        """Quotes, backslashes and non-ASCII text in the kind, args and metadata, and a
+        schedule in another time zone, are stored as sent by the single insert, the batch
+        insert (which sends the batch as one JSON document) and COPY."""
+        ist = timezone(timedelta(hours=5, minutes=30))
+        at = (datetime.now(timezone.utc) + timedelta(hours=1)).astimezone(ist)
+        args = {"q": 'say "hi"', "path": "C:\\tmp\\x", "t": "Zoë \u2028 東京", "n": [1.5, None]}
+        metadata = {"note": 'back\\slash "quoted"', "ünï": True}
+        opts = InsertOpts(metadata=metadata, scheduled_at=at, tags=["abc", "d_e"])
+        kind = 'odd "kind" \\ ü'
+        one = sa_river.insert(engine, (kind, args), opts)
+        many = sa_river.insert_many(
+            engine,
+            [InsertManyParams((kind, args), opts), InsertManyParams((kind, args), opts)],
+        )
+        copied = sa_river.insert_many_fast(engine, [InsertManyParams((kind, args), opts)])
+        assert copied == 1
+        with engine.connect() as conn:
+            stored = conn.execute(
+                text("SELECT id, kind, args, metadata, scheduled_at, tags FROM river_job")
+            ).all()
+        assert len(stored) == 4
+        for row in stored:
+            assert (row.kind, row.args, row.metadata, row.tags) == (
+                kind,
+                args,
+                metadata,
+                [
+                    "abc",
+                    "d_e",
+                ],
+            )
+            assert row.scheduled_at == at
+        for result in (one, *many):
+            assert result.job == sa_river.get_job(engine, result.job.id)
+            assert result.job.state is JobState.SCHEDULED
+
 
 class TestInsertManyFast:
     def test_copy_writes_every_row(self, engine: Engine) -> None:
