@@ -474,9 +474,18 @@ def copy_rows(params: Sequence[JobInsertParams], now: datetime | None) -> list[t
             state = plain_state
         else:
             state = initial_state(p.pending, p.scheduled_at or untimed, untimed).value
-        row = (p.args, p.kind, p.max_attempts, p.metadata, p.priority, p.queue, state, list(p.tags))
+        tags = _array_literal(p.tags) if p.tags else "{}"
+        row = (p.args, p.kind, p.max_attempts, p.metadata, p.priority, p.queue, state, tags)
         rows.append(row if now is None else (*row, p.scheduled_at or now))
     return rows
+
+
+def _array_literal(tags: Sequence[str]) -> str:
+    """``tags`` as PostgreSQL's array text, which ``COPY`` takes as it is: psycopg's array
+    dumper would build it element by element in Python for every row. Each tag is quoted (a
+    tag spelled ``null`` would otherwise be a NULL element); validation allows no quote or
+    backslash in a tag, so nothing inside needs escaping."""
+    return "{" + ",".join(f'"{tag}"' for tag in tags) + "}"
 
 
 def copy_statement(timed: bool) -> str:

@@ -697,7 +697,8 @@ class TestInsertMany:
         at = (datetime.now(timezone.utc) + timedelta(hours=1)).astimezone(ist)
         args = {"q": 'say "hi"', "path": "C:\\tmp\\x", "t": "Zoë \u2028 東京", "n": [1.5, None]}
         metadata = {"note": 'back\\slash "quoted"', "ünï": True}
-        opts = InsertOpts(metadata=metadata, scheduled_at=at, tags=["abc", "d_e"])
+        # A tag spelled null must stay a tag, not become a NULL element of the array.
+        opts = InsertOpts(metadata=metadata, scheduled_at=at, tags=["abc", "null"])
         kind = 'odd "kind" \\ ü'
         one = sa_river.insert(engine, (kind, args), opts)
         many = sa_river.insert_many(
@@ -718,7 +719,7 @@ class TestInsertMany:
                 metadata,
                 [
                     "abc",
-                    "d_e",
+                    "null",
                 ],
             )
             assert row.scheduled_at == at
