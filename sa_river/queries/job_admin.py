@@ -64,7 +64,9 @@ def _cancel_statement() -> Any:
         .returning(*job_table.c)
         .cte("updated")
     )
-    running = select(updated.c.id).where(updated.c.state == JobState.RUNNING).subquery("running")
+    # River's payload, byte for byte, sent as River sends it: for every job the cancel found
+    # unfinished, running or not (a producer that does not run it ignores it). River's
+    # producers act only on a cancel that names their queue.
     notified = select(
         func.count(
             func.pg_notify(
@@ -74,7 +76,9 @@ def _cancel_statement() -> Any:
                         literal("action", Text),
                         literal("cancel", Text),
                         literal("job_id", Text),
-                        running.c.id,
+                        updated.c.id,
+                        literal("queue", Text),
+                        updated.c.queue,
                     ),
                     Text,
                 ),

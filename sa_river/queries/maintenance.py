@@ -177,7 +177,7 @@ def _schedule_statement() -> Any:
         .distinct()
         .subquery("woken")
     )
-    notified = select(func.count(notify_insert(woken.c.queue))).scalar_subquery()
+    notified = select(func.count(notify_insert(woken.c.queue, by_scheduler=True))).scalar_subquery()
     return select(updated.c.id, updated.c.queue, updated.c.state, notified.label("notified"))
 
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 from psycopg import sql as psycopg_sql
 from sqlalchemy import ColumnElement, String, Text, cast, func, literal
 
+from sa_river.args import encode_json
+
 __all__ = [
     "CURRENT_SCHEMA_SQL",
     "TOPIC_CONTROL",
     "TOPIC_INSERT",
     "TOPIC_LEADERSHIP",
     "channel_expr",
+    "control_payload",
     "listen_statement",
     "notify_insert",
 ]
@@ -29,14 +32,30 @@ def channel_expr(topic: str) -> ColumnElement[str]:
     return func.concat(func.current_schema(), literal("." + topic, String))
 
 
-def notify_insert(queue: ColumnElement[str]) -> ColumnElement[object]:
+def notify_insert(
+    queue: ColumnElement[str], *, by_scheduler: bool = False
+) -> ColumnElement[object]:
     """``pg_notify('<schema>.river_insert', '{"queue": ...}')`` for the queue in ``queue``.
 
     Select it once per distinct queue, inside the inserting transaction: listeners hear of it
-    only when that transaction commits.
+    only when that transaction commits. The payload is River's, byte for byte: its client
+    writes ``{"queue": "<name>"}`` after an insert, and its scheduler (``by_scheduler``)
+    ``json_build_object('queue', queue)``, which PostgreSQL prints ``{"queue" : "<name>"}``.
     """
-    payload = cast(func.json_build_object(literal("queue", Text), queue), Text)
+    payload: ColumnElement[str]
+    if by_scheduler:
+        payload = cast(func.json_build_object(literal("queue", Text), queue), Text)
+    else:
+        payload = func.concat(literal('{"queue": ', Text), func.to_json(queue), literal("}", Text))
     return func.pg_notify(channel_expr(TOPIC_INSERT), payload)
+
+
+def control_payload(action: str, queue: str) -> str:
+    """A queue control notification (``pause``/``resume``) as River's client sends it: its
+    control struct marshalled by Go, compact, ``job_id`` 0, the queue's name escaped as Go
+    escapes it, so River's producers of that queue (or of every queue, for ``"*"``) act on it.
+    """
+    return f'{{"action":{encode_json(action)},"job_id":0,"queue":{encode_json(queue)}}}'
 
 
 def listen_statement(channel: str) -> psycopg_sql.Composed:

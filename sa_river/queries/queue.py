@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import Connection, Table, Text, cast, func, literal, select, update
+from sqlalchemy import Connection, Table, Text, func, literal, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from sa_river.models import RiverQueue
-from sa_river.queries.notify import TOPIC_CONTROL, channel_expr
+from sa_river.queries.notify import TOPIC_CONTROL, channel_expr, control_payload
 
 __all__ = [
     "queue_create_or_set_updated_at",
@@ -32,10 +32,8 @@ def queue_create_or_set_updated_at(conn: Connection, names: Sequence[str]) -> No
 
 
 def _notify_control(conn: Connection, action: str, queue: str) -> None:
-    payload = func.json_build_object(
-        literal("action", Text), literal(action, Text), literal("queue", Text), literal(queue, Text)
-    )
-    conn.execute(select(func.pg_notify(channel_expr(TOPIC_CONTROL), cast(payload, Text))))
+    payload = literal(control_payload(action, queue), Text)
+    conn.execute(select(func.pg_notify(channel_expr(TOPIC_CONTROL), payload)))
 
 
 def queue_pause(conn: Connection, name: str) -> None:
