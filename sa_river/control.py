@@ -1,20 +1,22 @@
 """Look at and steer jobs and queues from application code.
 
 Every function takes a ``Session``, ``Connection`` or ``Engine`` like the insert helpers and
-runs in its transaction: commit to make the change stick.
+runs in its transaction: commit to make the change stick. Each has an ``_async`` twin taking an
+``AsyncSession``, ``AsyncConnection`` or ``AsyncEngine``, which runs the same statement.
 
 >>> sa_river.cancel_job(session, job_id)          # doctest: +SKIP
 >>> sa_river.pause_queue(engine, "mail")          # doctest: +SKIP
+>>> await sa_river.cancel_job_async(async_session, job_id)   # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection
 
-from sa_river._targets import SyncTarget, run_sync
+from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync
 from sa_river.options import validate_queue
 from sa_river.queries import queue as queue_queries
 from sa_river.queries.job_admin import job_cancel, job_get, job_list, job_retry
@@ -24,13 +26,25 @@ from sa_river.workers import Job
 
 __all__ = [
     "cancel_job",
+    "cancel_job_async",
     "complete_in",
+    "complete_in_async",
     "get_job",
+    "get_job_async",
     "list_jobs",
+    "list_jobs_async",
     "pause_queue",
+    "pause_queue_async",
     "resume_queue",
+    "resume_queue_async",
     "retry_job",
+    "retry_job_async",
 ]
+
+_R = TypeVar("_R")
+_Statement = Callable[[Connection], _R]
+"""What a control function runs on the target's connection; the sync and async forms run the
+same one."""
 
 
 def get_job(target: SyncTarget, job_id: int) -> JobRow | None:
@@ -55,13 +69,20 @@ def list_jobs(
         page = sa_river.list_jobs(session, states=["retryable"], limit=50)
         more = sa_river.list_jobs(session, states=["retryable"], after_id=page[-1].id)
     """
+    statement = _list_statement(states, queues, kinds, after_id, limit)
+    return run_sync(target, statement, what="list_jobs")
+
+
+def _list_statement(
+    states: Sequence[JobState | str] | None,
+    queues: Sequence[str] | None,
+    kinds: Sequence[str] | None,
+    after_id: int | None,
+    limit: int,
+) -> _Statement[list[JobRow]]:
     wanted = [JobState(s) for s in states] if states else None
-    return run_sync(
-        target,
-        lambda conn: job_list(
-            conn, states=wanted, queues=queues, kinds=kinds, after_id=after_id, limit=limit
-        ),
-        what="list_jobs",
+    return lambda conn: job_list(
+        conn, states=wanted, queues=queues, kinds=kinds, after_id=after_id, limit=limit
     )
 
 
@@ -80,14 +101,17 @@ def retry_job(target: SyncTarget, job_id: int) -> JobRow | None:
 
 def pause_queue(target: SyncTarget, queue: str) -> None:
     """Stop every worker fetching from ``queue`` until :func:`resume_queue`."""
-    name = validate_queue(queue)
-    run_sync(target, lambda conn: queue_queries.queue_pause(conn, name), what="pause_queue")
+    run_sync(target, _queue_statement(queue_queries.queue_pause, queue), what="pause_queue")
 
 
 def resume_queue(target: SyncTarget, queue: str) -> None:
     """Let workers fetch from a paused ``queue`` again."""
+    run_sync(target, _queue_statement(queue_queries.queue_resume, queue), what="resume_queue")
+
+
+def _queue_statement(change: Callable[[Connection, str], None], queue: str) -> _Statement[None]:
     name = validate_queue(queue)
-    run_sync(target, lambda conn: queue_queries.queue_resume(conn, name), what="resume_queue")
+    return lambda conn: change(conn, name)
 
 
 def complete_in(target: SyncTarget, job: Job[Any] | JobRow) -> bool:
@@ -104,6 +128,10 @@ def complete_in(target: SyncTarget, job: Job[Any] | JobRow) -> bool:
     ...         session.add(Payment(order_id=job.args.order_id))
     ...         sa_river.complete_in(session, job)
     """
+    return run_sync(target, _complete_statement(job), what="complete_in")
+
+
+def _complete_statement(job: object) -> _Statement[bool]:
     if not isinstance(job, Job | JobRow):
         raise TypeError(
             f"complete_in takes the handler's Job (or its JobRow), got {type(job).__name__}: "
@@ -111,8 +139,60 @@ def complete_in(target: SyncTarget, job: Job[Any] | JobRow) -> bool:
         )
     row = job.row if isinstance(job, Job) else job
     completed = AttemptOutcome.completed(row.id, row.attempt)
+    return lambda conn: row.id in job_set_state_if_running_many(conn, [completed])
 
-    def complete(conn: Connection) -> bool:
-        return row.id in job_set_state_if_running_many(conn, [completed])
 
-    return run_sync(target, complete, what="complete_in")
+# -- async twins: the same statements, run through run_async ----------------------------------
+
+
+async def get_job_async(target: AsyncTarget, job_id: int) -> JobRow | None:
+    """Async twin of :func:`get_job`."""
+    return await run_async(target, lambda conn: job_get(conn, job_id), what="get_job")
+
+
+async def list_jobs_async(
+    target: AsyncTarget,
+    *,
+    states: Sequence[JobState | str] | None = None,
+    queues: Sequence[str] | None = None,
+    kinds: Sequence[str] | None = None,
+    after_id: int | None = None,
+    limit: int = 100,
+) -> list[JobRow]:
+    """Async twin of :func:`list_jobs`."""
+    statement = _list_statement(states, queues, kinds, after_id, limit)
+    return await run_async(target, statement, what="list_jobs")
+
+
+async def cancel_job_async(target: AsyncTarget, job_id: int) -> JobRow | None:
+    """Async twin of :func:`cancel_job`."""
+    return await run_async(target, lambda conn: job_cancel(conn, job_id), what="cancel_job")
+
+
+async def retry_job_async(target: AsyncTarget, job_id: int) -> JobRow | None:
+    """Async twin of :func:`retry_job`."""
+    return await run_async(target, lambda conn: job_retry(conn, job_id), what="retry_job")
+
+
+async def pause_queue_async(target: AsyncTarget, queue: str) -> None:
+    """Async twin of :func:`pause_queue`."""
+    statement = _queue_statement(queue_queries.queue_pause, queue)
+    await run_async(target, statement, what="pause_queue")
+
+
+async def resume_queue_async(target: AsyncTarget, queue: str) -> None:
+    """Async twin of :func:`resume_queue`."""
+    statement = _queue_statement(queue_queries.queue_resume, queue)
+    await run_async(target, statement, what="resume_queue")
+
+
+async def complete_in_async(target: AsyncTarget, job: Job[Any] | JobRow) -> bool:
+    """Async twin of :func:`complete_in`, for an async handler's own ``AsyncSession``.
+
+    >>> @workers.handler(ChargeCard)                              # doctest: +SKIP
+    ... async def charge(job: Job[ChargeCard]) -> None:
+    ...     async with AsyncSession(app_engine) as session, session.begin():
+    ...         session.add(Payment(order_id=job.args.order_id))
+    ...         await sa_river.complete_in_async(session, job)
+    """
+    return await run_async(target, _complete_statement(job), what="complete_in")

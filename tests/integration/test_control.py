@@ -6,6 +6,7 @@ Control functions run in the caller's transaction (Session, Connection) or their
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
@@ -313,3 +314,64 @@ class TestPauseResume:
         with pytest.raises(InvalidJobError):
             sa_river.resume_queue(engine, name)
         assert count_states(engine) == {}
+
+
+class TestAsyncTwins:
+    """Each control function's ``_async`` twin runs the same statement on an async target."""
+
+    def test_every_twin_on_an_async_engine_and_session(self, db_url: URL, engine: Engine) -> None:
+        from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
+
+        from sa_river.queries.job_fetch import job_get_available
+
+        first = insert_job(engine, "twin", {"n": 1})
+        second = insert_job(engine, "twin", {"n": 2})
+
+        async def body() -> dict[str, Any]:
+            aengine = create_async_engine(db_url.set(drivername="postgresql+psycopg"))
+            try:
+                seen: dict[str, Any] = {}
+                got = await sa_river.get_job_async(aengine, first)
+                seen["get"] = got.args if got else None
+                listed = await sa_river.list_jobs_async(aengine, kinds=["twin"], after_id=first)
+                seen["list"] = [j.id for j in listed]
+                cancelled = await sa_river.cancel_job_async(aengine, first)
+                seen["cancel"] = cancelled.state if cancelled else None
+                retried = await sa_river.retry_job_async(aengine, first)
+                seen["retry"] = retried.state if retried else None
+                async with AsyncSession(aengine) as session:
+                    await sa_river.pause_queue_async(session, "default")
+                    await session.rollback()  # the session's transaction: nothing paused
+                await sa_river.pause_queue_async(aengine, "twins")
+                await sa_river.resume_queue_async(aengine, "twins")
+                with engine.begin() as conn:  # a worker starts the second job's attempt
+                    (running,) = job_get_available(
+                        conn, queue="default", limit=1, client_id="twin-test"
+                    )
+                async with AsyncSession(aengine) as session, session.begin():
+                    seen["complete"] = await sa_river.complete_in_async(session, running)
+                seen["again"] = await sa_river.complete_in_async(aengine, running)
+                return seen
+            finally:
+                await aengine.dispose()
+
+        seen = asyncio.run(asyncio.wait_for(body(), timeout=30))
+        assert seen == {
+            "get": {"n": 1},
+            "list": [second],
+            "cancel": JobState.CANCELLED,
+            "retry": JobState.AVAILABLE,
+            "complete": True,
+            "again": False,  # that attempt is no longer running
+        }
+        assert queue_row(engine, "default") is None
+        paused = queue_row(engine, "twins")
+        assert paused is not None
+        assert paused.paused_at is None
+        done = sa_river.get_job(engine, second)
+        assert done is not None
+        assert done.state is JobState.COMPLETED
+
+    def test_a_sync_target_on_an_async_twin_is_a_type_error(self, engine: Engine) -> None:
+        with pytest.raises(TypeError, match="AsyncSession"):
+            asyncio.run(sa_river.get_job_async(engine, 1))  # type: ignore[arg-type]

@@ -51,13 +51,20 @@ EXPECTED_PUBLIC_NAMES = {
     "insert_many_fast_async",
     # control
     "cancel_job",
+    "cancel_job_async",
     "complete_in",
+    "complete_in_async",
     "default_retry_policy",
     "get_job",
+    "get_job_async",
     "list_jobs",
+    "list_jobs_async",
     "pause_queue",
+    "pause_queue_async",
     "resume_queue",
+    "resume_queue_async",
     "retry_job",
+    "retry_job_async",
 }
 
 
