@@ -540,8 +540,9 @@ def test_cli_json_logs_are_one_object_per_line_with_the_documented_fields(
     assert process.stop() == 0, process.output()
     entries = [json.loads(line) for line in process.log_path.read_text().splitlines() if line]
     events = [entry.get("event") for entry in entries]
-    assert events[:2] == ["metrics_serving", "worker_started"]
-    assert events[-1] == "worker_stopped"
+    # The whole first lines on failure: a line without an event names its logger there.
+    assert events[:2] == ["metrics_serving", "worker_started"], entries[:4]
+    assert events[-1] == "worker_stopped", entries[-3:]
     [failed] = [entry for entry in entries if entry.get("event") == "job_failed"]
     assert failed["job_id"] == job_id
     assert failed["kind"] == "boom"
