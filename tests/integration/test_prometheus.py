@@ -531,6 +531,13 @@ def test_cli_json_logs_are_one_object_per_line_with_the_documented_fields(
     process = CliProcess(argv, db_url, tmp_path / "log")
     cli_processes.append(process)
     process.metrics_urls(1)
+    # The job goes in once the start is logged: a runner may fetch before its main thread logs
+    # "started", and the job's own (application) line would then come first.
+    wait_until(
+        lambda: '"event": "worker_started"' in process.log_path.read_text(),
+        20,
+        message=lambda: f"a worker_started line: {process.output()}",
+    )
     job_id = insert_job(engine, "boom", opts=InsertOpts(max_attempts=1))
 
     def failure_logged() -> bool:
@@ -540,7 +547,6 @@ def test_cli_json_logs_are_one_object_per_line_with_the_documented_fields(
     assert process.stop() == 0, process.output()
     entries = [json.loads(line) for line in process.log_path.read_text().splitlines() if line]
     events = [entry.get("event") for entry in entries]
-    # The whole first lines on failure: a line without an event names its logger there.
     assert events[:2] == ["metrics_serving", "worker_started"], entries[:4]
     assert events[-1] == "worker_stopped", entries[-3:]
     [failed] = [entry for entry in entries if entry.get("event") == "job_failed"]
