@@ -1,5 +1,5 @@
-"""Inserting into ``river_job`` (internal): the one-row and many-row statements (with the
-unique ``ON CONFLICT``) and ``COPY``.
+"""Inserting into ``river_job`` (internal): the one-row and many-row statements (each with an
+``ON CONFLICT`` form for unique jobs) and ``COPY``.
 
 Every path decides a new job's state with :func:`initial_state` (``COPY``, in Python) or
 :func:`initial_state_sql` (the two ``INSERT`` statements, in SQL); both are read off the one
@@ -256,8 +256,8 @@ def _insert_one_statement(*, unique: bool) -> Any:
     """One job as a plain ``INSERT ... VALUES``: the web-request case.
 
     The same columns, state rule (:func:`initial_state_sql`), duplicate clause (for a unique
-    job) and notification as :func:`_insert_many_statement`, without the 11-array ``unnest``
-    a single row does not need.
+    job) and notification as :func:`_insert_many_statement`, without the JSON document a single
+    row does not need.
     """
     now = func.now()
     scheduled_at = func.coalesce(bindparam("scheduled_at", type_=TIMESTAMP(timezone=True)), now)

@@ -150,7 +150,7 @@ def _one_of(value: Any, choices: Sequence[str]) -> Any:
 
 
 def _set_state_statement(*, returning: bool) -> Any:
-    # The outcomes travel as one JSON document (see _outcomes_document): a batch costs the
+    # The outcomes travel as one JSON document (see _parameters): a batch costs the
     # client one formatted string per outcome instead of an element in each of six arrays,
     # which psycopg dumps (and quotes) element by element.
     outcome = (
@@ -232,10 +232,6 @@ and decoding a row per job is a measurable part of a worker's time."""
 
 
 def _parameters(outcomes: Sequence[AttemptOutcome]) -> dict[str, str]:
-    return {"outcomes": _outcomes_document(outcomes)}
-
-
-def _outcomes_document(outcomes: Sequence[AttemptOutcome]) -> str:
     """The outcomes as the JSON array ``_set_state_statement`` reads, one object each.
 
     ``error`` is JSON already and goes in as it is. A delay goes as a string, which PostgreSQL
@@ -250,7 +246,7 @@ def _outcomes_document(outcomes: Sequence[AttemptOutcome]) -> str:
             f'"state":"{o.state.value}","error":{"null" if o.error is None else o.error},'
             f'"delay_seconds":{delay}}}'
         )
-    return f"[{','.join(parts)}]"
+    return {"outcomes": f"[{','.join(parts)}]"}
 
 
 def job_set_state_if_running_many(
