@@ -114,13 +114,15 @@ def _runner_pids(command: WorkerCommand, processes: int) -> list[int]:
 
 
 def _wait_replaced(
-    fleet: Fleet, command: WorkerCommand, survivors: set[int], processes: int
+    fleet: Fleet, command: WorkerCommand, victim: int, survivors: set[int], processes: int
 ) -> None:
-    """Until the supervisor has started a new child beside ``survivors``."""
+    """Until ``victim`` is gone and the supervisor has started a new child beside
+    ``survivors``. A SIGKILLed process stays listed for a moment after the signal, so without
+    the first condition the old set of children would count as replaced."""
 
     def replaced() -> bool:
         children = set(command.children())
-        return len(children) == processes and survivors < children
+        return victim not in children and len(children) == processes and survivors < children
 
     wait_until(
         replaced,
@@ -210,7 +212,7 @@ def test_sigkilled_workers_lose_no_job_and_never_run_one_twice_at_once(
         fleet.kill(victim)
         kills += 1
         last_kill = time.monotonic()
-        _wait_replaced(fleet, command, survivors, plan.processes)
+        _wait_replaced(fleet, command, victim, survivors, plan.processes)
     for _ in range(plan.worker_kills):
         runners = _runner_pids(command, plan.processes)
         for pid in runners:
