@@ -8,7 +8,9 @@
     │   │   └── UnserializableArgsError      args that cannot be encoded as JSON
     │   └── ConfigError                      a bad worker setting or database URL
     ├── UnknownJobKindError (also KeyError)  a kind with no registered handler
-    └── SchemaNotReadyError                  the river tables are missing: run the migrations
+    ├── SchemaNotReadyError                  the river tables are missing: run the migrations
+    ├── LifespanError                        a registry's lifespan failed as a runner started
+    └── JobWaitTimeout (also TimeoutError)   wait_for: the job was not finalised in time
 
 Every error names the field or value that was wrong and, where there is one, the likely fix.
 """
@@ -21,6 +23,8 @@ __all__ = [
     "ConfigError",
     "FieldError",
     "InvalidJobError",
+    "JobWaitTimeout",
+    "LifespanError",
     "SaRiverError",
     "SchemaNotReadyError",
     "UnknownJobKindError",
@@ -101,3 +105,18 @@ def is_transient_error(exc: BaseException) -> bool:
             "InterfaceError",
         )
     return isinstance(exc, SQLAlchemyError) and type(exc).__name__ == "TimeoutError"
+
+
+class LifespanError(SaRiverError):
+    """The registry's lifespan raised as a runner started; the runner did not start."""
+
+
+class JobWaitTimeout(SaRiverError, TimeoutError):
+    """:func:`sa_river.wait_for` gave up: the job was not finalised within its timeout."""
+
+    def __init__(self, job_id: int, timeout: float, state: str | None) -> None:
+        self.job_id = job_id
+        self.state = state
+        super().__init__(
+            f"job {job_id} was not finalised within {timeout:g}s (it is {state or 'gone'})"
+        )

@@ -7,6 +7,10 @@ and is written by :func:`job_set_state_if_running_many`. That statement changes 
 while it is still ``running`` the very attempt the outcome belongs to: once a job has been
 rescued, cancelled, completed in the handler's own transaction or fetched again elsewhere, a
 late outcome of the old attempt is a no-op (see ``docs/design.md``, "Fencing by attempt").
+
+The same statement tells whoever waits for jobs (:func:`sa_river.wait_for`) which of them it
+finalised: one ``pg_notify`` on ``<schema>.sa_river_job_finalized`` per statement that
+finalised any, sent when its transaction commits.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from sqlalchemy import (
     column,
     func,
     literal,
+    select,
     update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, array
@@ -38,6 +43,7 @@ from sqlalchemy.sql import bindparam
 
 from sa_river.models import JOB_STATE_ENUM, RiverJob
 from sa_river.queries.driver import DriverStatement
+from sa_river.queries.notify import TOPIC_FINALIZED, channel_expr
 from sa_river.types import FINALIZED_STATES, JobState
 
 __all__ = [
@@ -74,7 +80,8 @@ class AttemptOutcome:
     Build one with a named constructor (``AttemptOutcome.completed(job_id, attempt)``...).
     ``state`` is the state asked for (for ``FAILED``, the row decides, and it reads
     ``retryable``); ``error`` is the encoded ``AttemptError`` JSON to append; ``delay_seconds``
-    sets ``scheduled_at = now() + delay``.
+    sets ``scheduled_at = now() + delay``; ``output`` (JSON text) is stored as the job's
+    ``metadata.output``, where River keeps a job's recorded output.
     """
 
     kind: OutcomeKind
@@ -83,11 +90,12 @@ class AttemptOutcome:
     state: JobState
     error: str | None = None
     delay_seconds: float | None = None
+    output: str | None = None
 
     @classmethod
-    def completed(cls, job_id: int, attempt: int) -> AttemptOutcome:
-        """The handler returned."""
-        return cls(OutcomeKind.COMPLETED, job_id, attempt, JobState.COMPLETED)
+    def completed(cls, job_id: int, attempt: int, *, output: str | None = None) -> AttemptOutcome:
+        """The handler returned; ``output`` is its recorded output as JSON text, if any."""
+        return cls(OutcomeKind.COMPLETED, job_id, attempt, JobState.COMPLETED, output=output)
 
     @classmethod
     def retryable(
@@ -114,12 +122,19 @@ class AttemptOutcome:
 
     @classmethod
     def snoozed(
-        cls, job_id: int, attempt: int, *, delay_seconds: float, available: bool
+        cls,
+        job_id: int,
+        attempt: int,
+        *,
+        delay_seconds: float,
+        available: bool,
+        error: str | None = None,
     ) -> AttemptOutcome:
         """The handler asked to run again after ``delay_seconds``, this attempt not counted;
-        ``available`` as for :meth:`retryable`."""
+        ``available`` as for :meth:`retryable`. ``error``: an error handler snoozed a failed
+        attempt, whose error is still recorded."""
         state = JobState.AVAILABLE if available else JobState.SCHEDULED
-        return cls(OutcomeKind.SNOOZED, job_id, attempt, state, None, float(delay_seconds))
+        return cls(OutcomeKind.SNOOZED, job_id, attempt, state, error, float(delay_seconds))
 
     @classmethod
     def released(cls, job_id: int, attempt: int) -> AttemptOutcome:
@@ -162,6 +177,7 @@ def _set_state_statement(*, returning: bool) -> Any:
             column("state", Text),
             column("error", JSONB),
             column("delay_seconds", Float),
+            column("output", JSONB),
         )
         .render_derived(name="outcome", with_types=True)
     )
@@ -179,7 +195,7 @@ def _set_state_statement(*, returning: bool) -> Any:
     )
     not_counted = _one_of(kind, (OutcomeKind.SNOOZED.value, OutcomeKind.RELEASED.value))
     snoozes = func.coalesce(job_table.c.metadata["snoozes"].as_integer(), 0) + 1
-    statement = (
+    updated = (
         update(job_table)
         .where(
             job_table.c.id == outcome.c.id,
@@ -218,11 +234,43 @@ def _set_state_statement(*, returning: bool) -> Any:
                         func.jsonb_build_object(literal("snoozes", Text), snoozes)
                     ),
                 ),
+                (
+                    outcome.c.output.isnot(None),
+                    job_table.c.metadata.op("||")(
+                        func.jsonb_build_object(literal("output", Text), outcome.c.output)
+                    ),
+                ),
                 else_=job_table.c.metadata,
             ),
         )
+        .returning(job_table.c.id, job_table.c.state)
+        .cte("updated")
     )
-    return statement.returning(job_table.c.id, job_table.c.state) if returning else statement
+    # One notification for the statement, only when it finalised a job: listed by id while
+    # the list fits well inside NOTIFY's 8,000-byte payload, else an empty object, which
+    # tells a waiter to look at its job again.
+    finalized = _one_of(cast(updated.c.state, Text), _FINALIZED_VALUES)
+    payload = case(
+        (
+            func.count() <= _NOTIFIED_IDS_MAX,
+            cast(func.json_build_object(literal("ids", Text), func.json_agg(updated.c.id)), Text),
+        ),
+        else_=literal("{}", Text),
+    )
+    notified = (
+        select(func.pg_notify(channel_expr(TOPIC_FINALIZED), payload))
+        .select_from(updated)
+        .where(finalized)
+        .having(func.count() > 0)
+        .scalar_subquery()
+    )
+    if returning:
+        return select(updated.c.id, updated.c.state, notified.label("notified"))
+    return select(func.count().label("changed"), notified.label("notified")).select_from(updated)
+
+
+_NOTIFIED_IDS_MAX = 300
+"""At most this many ids in a finalized notification (20 bytes each at most)."""
 
 
 _SET_STATE = DriverStatement(_set_state_statement(returning=True))
@@ -244,7 +292,7 @@ def _parameters(outcomes: Sequence[AttemptOutcome]) -> dict[str, str]:
         parts.append(
             f'{{"id":{o.job_id:d},"attempt":{o.attempt:d},"kind":"{o.kind.value}",'
             f'"state":"{o.state.value}","error":{"null" if o.error is None else o.error},'
-            f'"delay_seconds":{delay}}}'
+            f'"delay_seconds":{delay},"output":{"null" if o.output is None else o.output}}}'
         )
     return {"outcomes": f"[{','.join(parts)}]"}
 
@@ -266,11 +314,12 @@ def job_set_state_if_running_many(
     if not outcomes:
         return {}
     rows = _SET_STATE.rows(conn, _parameters(outcomes))
-    return {job_id: JobState(state) for job_id, state in rows}
+    return {job_id: JobState(state) for job_id, state, _ in rows}
 
 
 def job_set_state_if_running_count(conn: Connection, outcomes: Sequence[AttemptOutcome]) -> int:
     """:func:`job_set_state_if_running_many`, returning only how many rows it changed."""
     if not outcomes:
         return 0
-    return _SET_STATE_COUNT.rowcount(conn, _parameters(outcomes))
+    ((changed, _),) = _SET_STATE_COUNT.rows(conn, _parameters(outcomes))
+    return int(changed)

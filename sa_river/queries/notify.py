@@ -14,6 +14,7 @@ from sa_river.args import encode_json
 __all__ = [
     "CURRENT_SCHEMA_SQL",
     "TOPIC_CONTROL",
+    "TOPIC_FINALIZED",
     "TOPIC_INSERT",
     "TOPIC_LEADERSHIP",
     "channel_expr",
@@ -25,6 +26,9 @@ __all__ = [
 TOPIC_INSERT = "river_insert"
 TOPIC_LEADERSHIP = "river_leadership"
 TOPIC_CONTROL = "river_control"
+TOPIC_FINALIZED = "sa_river_job_finalized"
+"""sa_river's own topic (River has none like it): ``{"ids": [...]}`` of the jobs an outcome
+statement finalised, or ``{}`` for "look again", for :func:`sa_river.wait_for`."""
 
 
 def channel_expr(topic: str) -> ColumnElement[str]:

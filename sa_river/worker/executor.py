@@ -20,9 +20,9 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from sa_river.errors import UnknownJobKindError, one_line
 from sa_river.hooks import (
@@ -36,15 +36,36 @@ from sa_river.hooks import (
 from sa_river.queries.job_outcome import AttemptOutcome, OutcomeKind
 from sa_river.retry import RetryPolicy, fallback_retry_policy
 from sa_river.types import AttemptError, JobRow, JobState
-from sa_river.workers import Handler, Job, JobCancel, JobSnooze, Workers
+from sa_river.worker.invocation import (
+    COMPLETED_IN_SESSION,
+    HandlerSessions,
+    Invoker,
+    encoded_output,
+)
+from sa_river.workers import (
+    ErrorHandler,
+    Handler,
+    Job,
+    JobCancel,
+    JobDiscard,
+    JobRetry,
+    JobSnooze,
+    Workers,
+)
 
 __all__ = ["Executor", "JobTimeoutError", "outcome_for"]
 
 logger = logging.getLogger("sa_river.executor")
 
+_T = TypeVar("_T")
+
 
 class JobTimeoutError(Exception):
     """Recorded as the error of an attempt that outlived its timeout."""
+
+
+_DIRECTIVES = (JobSnooze, JobCancel, JobDiscard, JobRetry)
+"""What a handler raises (or an error handler returns) to choose its attempt's outcome."""
 
 
 def outcome_for(
@@ -53,29 +74,74 @@ def outcome_for(
     *,
     retry_policy: RetryPolicy,
     scheduler_interval: float,
+    decision: BaseException | None = None,
+    output: str | None = None,
 ) -> AttemptOutcome:
-    """How one attempt of ``row`` ends, given what its handler raised (``None``: it returned).
+    """How one attempt of ``row`` ends, given what its handler raised (``None``: it returned,
+    with ``output``).
 
-    A retry or snooze due within ``scheduler_interval`` goes straight back to ``available``
-    (with its future ``scheduled_at``), so it runs on time without waiting for the scheduler.
+    ``decision`` is an error handler's choice for ``exc`` (one of the directives: snooze,
+    cancel, discard, retry); ``exc`` is then still the error recorded. A retry or snooze due
+    within ``scheduler_interval`` goes straight back to ``available`` (with its future
+    ``scheduled_at``), so it runs on time without waiting for the scheduler.
     """
     job_id, attempt = row.id, row.attempt
     if exc is None:
-        return AttemptOutcome.completed(job_id, attempt)
-    if isinstance(exc, JobSnooze):
-        delay = exc.delay.total_seconds()
+        return AttemptOutcome.completed(job_id, attempt, output=output)
+    directive = decision if decision is not None else exc
+    if isinstance(directive, JobSnooze):
+        delay = directive.delay.total_seconds()
         return AttemptOutcome.snoozed(
-            job_id, attempt, delay_seconds=delay, available=delay <= scheduler_interval
+            job_id,
+            attempt,
+            delay_seconds=delay,
+            available=delay <= scheduler_interval,
+            error=None if exc is directive else _attempt_error_json(row, exc),
         )
     error = _attempt_error_json(row, exc)
-    if isinstance(exc, JobCancel):
+    if isinstance(directive, JobCancel):
         return AttemptOutcome.cancelled(job_id, attempt, error=error)
-    if attempt >= row.max_attempts:
+    if isinstance(directive, JobDiscard) or attempt >= row.max_attempts:
         return AttemptOutcome.discarded(job_id, attempt, error=error)
-    delay = retry_policy(attempt).total_seconds()
+    if isinstance(directive, JobRetry):
+        delay = directive.delay.total_seconds()
+    else:
+        delay = retry_policy(attempt).total_seconds()
     return AttemptOutcome.retryable(
         job_id, attempt, error=error, delay_seconds=delay, available=delay <= scheduler_interval
     )
+
+
+def decide_on_error(
+    error_handler: ErrorHandler | None, job: Job[Any], exc: BaseException
+) -> BaseException | None:
+    """What ``error_handler`` decides for ``exc`` (a directive), or ``None`` for the usual
+    rules: also when there is none, ``exc`` is itself a directive, or the handler fails."""
+    if error_handler is None or isinstance(exc, _DIRECTIVES):
+        return None
+    try:
+        decision = error_handler(job, exc)
+    except _DIRECTIVES as raised:
+        return raised
+    except Exception:
+        logger.exception(
+            "job %d (%s): the error handler raised; the usual retry rules apply",
+            job.id,
+            job.kind,
+            extra={"event": "error_handler_failed", "job_id": job.id, "kind": job.kind},
+        )
+        return None
+    if decision is None or isinstance(decision, _DIRECTIVES):
+        return decision
+    logger.warning(
+        "job %d (%s): the error handler returned %r, which is not JobSnooze, JobCancel, "
+        "JobDiscard, JobRetry or None; the usual retry rules apply",
+        job.id,
+        job.kind,
+        decision,
+        extra={"event": "error_handler_failed", "job_id": job.id, "kind": job.kind},
+    )
+    return None
 
 
 def _attempt_error_json(row: JobRow, exc: BaseException) -> str:
@@ -253,8 +319,15 @@ class Executor:
         default_timeout: timedelta | None,
         retry_policy: RetryPolicy,
         scheduler_interval: float,
+        sessions: HandlerSessions | None = None,
     ) -> None:
         self._workers = workers
+        self._invokers = {
+            kind: Invoker(workers.get(kind), workers, sessions) for kind in workers.kinds()
+        }
+        self._error_handler = workers.error_handler
+        self.context: Any = None
+        """What the registry's lifespan yielded: every job's ``context``."""
         self._report = report
         self._default_timeout = default_timeout
         self._retry_policy = retry_policy
@@ -286,16 +359,18 @@ class Executor:
         failed: list[tuple[_Running, BaseException]] = []
         get_handler = self._workers.get
         hooks = installed_hooks()
+        context = self.context
         for row in rows:
             try:
                 handler = get_handler(row.kind)
                 args = handler.decode(row.args)
             except Exception as error:
-                running = _Running(Job(row=row, args=None), None, on_done, None, hooks=hooks)
+                job = Job(row=row, args=None, context=context)
+                running = _Running(job, None, on_done, None, hooks=hooks)
                 failed.append((running, error))
                 continue
             running = _Running(
-                Job(row=row, args=args),
+                Job(row=row, args=args, context=context),
                 handler,
                 on_done,
                 None,  # set when a sync handler starts (async ones use a timer)
@@ -340,11 +415,11 @@ class Executor:
         if running.hooks:
             call_before_work(running.hooks, running.job)
         try:
-            running.handler.fn(running.job)
+            value = self._invokers[running.handler.kind].call(running.job)
         except BaseException as exc:
             self._settle(running, exc)
         else:
-            self._settle(running, None)
+            self._settle(running, None, value)
 
     async def _run_async(self, running: _Running) -> None:
         handler = running.handler
@@ -372,7 +447,7 @@ class Executor:
         if running.hooks:
             call_before_work(running.hooks, running.job)
         try:
-            await handler.fn(running.job)
+            value = await self._invokers[handler.kind].call_async(running.job)
         except asyncio.CancelledError:
             if running.timed_out:
                 self._settle(running, _timeout_error(timeout))
@@ -385,14 +460,20 @@ class Executor:
         except BaseException as exc:
             self._settle(running, exc)
         else:
-            self._settle(running, None)
+            self._settle(running, None, value)
         finally:
             if timer is not None:
                 timer.cancel()
 
-    def _settle(self, running: _Running, exc: BaseException | None) -> None:
-        """Report the attempt's outcome exactly once, however many parties try."""
+    def _settle(self, running: _Running, exc: BaseException | None, value: Any = None) -> None:
+        """Report the attempt's outcome exactly once, however many parties try. ``value``:
+        what the handler returned (``exc`` None), recorded as the job's output."""
         job_id = running.job.row.id
+        if exc is None and value is not COMPLETED_IN_SESSION:
+            try:
+                output = encoded_output(running.job, value)
+            except Exception as not_json:
+                exc = not_json
         with self._lock:
             if running.settled:
                 return
@@ -402,20 +483,27 @@ class Executor:
         if logger.isEnabledFor(logging.DEBUG):
             _log_attempt(running, exc)
         if exc is None:
-            self._report(AttemptOutcome.completed(job_id, running.job.row.attempt))
+            if value is not COMPLETED_IN_SESSION:
+                self._report(
+                    AttemptOutcome.completed(job_id, running.job.row.attempt, output=output)
+                )
             if running.hooks:
                 _after_work(running, JobState.COMPLETED, None, snoozed=False)
             running.on_done()
             return
         if isinstance(exc, BaseException) and not isinstance(exc, Exception):
             exc = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
+        handler = running.handler
         try:
+            decision = decide_on_error(
+                (handler.on_error if handler else None) or self._error_handler, running.job, exc
+            )
             outcome = outcome_for(
                 running.job.row,
                 exc,
-                retry_policy=(running.handler.retry if running.handler else None)
-                or self._retry_policy,
+                retry_policy=(handler.retry if handler else None) or self._retry_policy,
                 scheduler_interval=self._scheduler_interval,
+                decision=decision,
             )
         except Exception as failure:
             # A retry policy that raises, an exception whose str() raises...: the attempt
@@ -529,6 +617,13 @@ class Executor:
             if running.task is not None:
                 self._loop.call_soon_threadsafe(running.task.cancel)
         return [AttemptOutcome.released(r.job.row.id, r.job.row.attempt) for r in released]
+
+    def run_coroutine(self, coroutine: Coroutine[Any, Any, _T], timeout: float = 60.0) -> _T:
+        """Run ``coroutine`` on the event loop async handlers run on; its result."""
+        if not self._loop_thread.is_alive():
+            coroutine.close()
+            raise RuntimeError("the executor's event loop is not running")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def shutdown(self) -> None:
         """Stop the threads started by :meth:`start` (safe when it was never called)."""

@@ -18,6 +18,8 @@ connection of its pool cannot stop jobs from being fetched or completed (``docs/
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import logging
 import signal
 import threading
@@ -32,18 +34,21 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from sa_river.config import QUEUES_DEFAULT, WorkerConfig
 from sa_river.elector import Elector
-from sa_river.errors import ConfigError, SchemaNotReadyError, one_line
+from sa_river.errors import ConfigError, LifespanError, SchemaNotReadyError, one_line
+from sa_river.hooks import add_hook, remove_hook
 from sa_river.maintenance import QueueMaintainer
 from sa_river.notifier import Notifier
 from sa_river.periodic import PeriodicJob, validate_periodic_jobs
 from sa_river.queries.client import missing_tables
 from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.queries.notify import TOPIC_CONTROL, TOPIC_INSERT, TOPIC_LEADERSHIP
+from sa_river.retry import default_retry_policy
 from sa_river.service import Service
 from sa_river.urls import runner_url
 from sa_river.worker.completer import BatchCompleter
 from sa_river.worker.executor import Executor
 from sa_river.worker.heartbeat import Heartbeat
+from sa_river.worker.invocation import HandlerSessions
 from sa_river.worker.producer import Producer
 from sa_river.workers import Workers
 
@@ -74,7 +79,10 @@ class Worker:
 
     ``database`` is a URL or an Engine; the runner builds an Engine of its own either way.
     Settings are :class:`~sa_river.config.WorkerConfig` fields, given as ``config=`` or as
-    keyword arguments (``job_timeout=``, ``poll_only=``, ``shutdown_timeout=``...).
+    keyword arguments (``job_timeout=``, ``poll_only=``, ``shutdown_timeout=``...). What the
+    registry carries (periodic jobs, retry policy, hooks, middleware, error handler, lifespan,
+    session factory) applies too; ``periodic_jobs`` and ``retry_policy`` may be given here or
+    there, not both.
     """
 
     def __init__(
@@ -96,10 +104,20 @@ class Worker:
             config = WorkerConfig(queues=chosen, **settings)
         elif queues is not None or settings:
             raise ConfigError("config", "pass either config= or queues/settings, not both")
+        if periodic_jobs and workers.periodic_jobs:
+            raise ConfigError(
+                "periodic_jobs", "given to both Workers(...) and Worker(...): give them once"
+            )
+        if workers.retry_policy is not None:
+            if config.retry_policy is not default_retry_policy:
+                raise ConfigError(
+                    "retry_policy", "given to both Workers(...) and Worker(...): give it once"
+                )
+            config = dataclasses.replace(config, retry_policy=workers.retry_policy)
         self.config = config
         self.workers = workers
         self.url = runner_url(database)
-        self._periodic_jobs = validate_periodic_jobs(periodic_jobs)
+        self._periodic_jobs = validate_periodic_jobs(periodic_jobs or workers.periodic_jobs)
         if self._periodic_jobs and not config.maintenance:
             raise ConfigError("periodic_jobs", "periodic jobs need maintenance=True (a leader)")
         self._engine = create_engine(
@@ -115,6 +133,7 @@ class Worker:
             batch_size=config.completer_batch_size,
             give_up_after=config.shutdown_timeout,
         )
+        self._sessions = HandlerSessions(self.url, workers.session_factory, config.total_slots)
         self._executor = Executor(
             workers,
             self._completer.add,
@@ -122,7 +141,9 @@ class Worker:
             default_timeout=config.job_timeout,
             retry_policy=config.retry_policy,
             scheduler_interval=config.scheduler_interval,
+            sessions=self._sessions,
         )
+        self._lifespan: Any = None  # the entered context manager, until stop
         self._producers = {
             queue: Producer(
                 self._engine,
@@ -203,13 +224,63 @@ class Worker:
             if self._started or self._stopping:
                 return
             self._check_schema()
+            self._executor.start()
+            try:
+                self._enter_lifespan()
+            except BaseException:
+                self._executor.shutdown()
+                self._engine.dispose()
+                raise
+            for hook in self.workers.hooks:
+                add_hook(hook)
             self._started = True
             self._start_services()
+
+    def _enter_lifespan(self) -> None:
+        """Enter the registry's lifespan: a sync one here, an async one on the event loop
+        async handlers run on (so what it opens belongs to that loop); its value becomes
+        every job's ``context``."""
+        lifespan = self.workers.lifespan
+        if lifespan is None:
+            return
+        name = getattr(lifespan, "__qualname__", repr(lifespan))
+        try:
+            manager = lifespan()
+            if hasattr(manager, "__aenter__"):
+                value = self._executor.run_coroutine(manager.__aenter__())
+            elif hasattr(manager, "__enter__"):
+                value = manager.__enter__()
+            else:
+                raise TypeError(
+                    f"it returned {type(manager).__name__}, not a context manager (decorate it "
+                    "with @contextlib.contextmanager or @contextlib.asynccontextmanager)"
+                )
+        except Exception as exc:
+            raise LifespanError(
+                f"the lifespan {name} failed as the worker started: {type(exc).__name__}: {exc}"
+            ) from exc
+        self._lifespan = manager
+        self._executor.context = value
+
+    def _exit_lifespan(self) -> None:
+        manager, self._lifespan = self._lifespan, None
+        if manager is None:
+            return
+        try:
+            if hasattr(manager, "__aexit__"):
+                self._executor.run_coroutine(manager.__aexit__(None, None, None))
+            else:
+                manager.__exit__(None, None, None)
+        except Exception:
+            logger.exception(
+                "worker %s: the lifespan raised as it ended",
+                self.client_id,
+                extra={"event": "lifespan_failed"},
+            )
 
     def _start_services(self) -> None:
         config = self.config
         self._completer.start()
-        self._executor.start()
         if self._notifier is not None:
             self._notifier.start()
         try:
@@ -405,6 +476,12 @@ class Worker:
         if self._notifier is not None:
             self._notifier.stop(2)
         self._heartbeat.stop(5)
+        self._exit_lifespan()
+        for hook in self.workers.hooks:
+            remove_hook(hook)
+        with contextlib.suppress(Exception):
+            self._executor.run_coroutine(self._sessions.close_async())
+        self._sessions.close()
         self._executor.shutdown()
         self._engine.dispose()
         self.stopped.set()
