@@ -22,7 +22,7 @@ A worked example, a complete test module (``docs/testing.md`` has a fuller one):
     from sa_river import InsertOpts, Job, JobArgs, JobState, Workers
     from sa_river.testing import RequireInsertedOpts, drain, require_inserted
     from sqlalchemy import Engine
-    from sqlalchemy.orm import Session
+    from sqlalchemy.orm import Session, sessionmaker
 
     workers = Workers()
     sent: list[str] = []
@@ -77,7 +77,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, sessionmaker
 
 from sa_river._targets import SyncTarget, run_sync, unscoped
 from sa_river.args import JobArgs, encode_json
@@ -90,8 +90,14 @@ from sa_river.queries.job_insert import db_now_statement
 from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.retry import RetryPolicy, default_retry_policy
 from sa_river.types import InsertResult, JobRow, JobState
-from sa_river.worker.executor import outcome_for
-from sa_river.workers import Job, Workers
+from sa_river.worker.executor import decide_on_error, outcome_for
+from sa_river.worker.invocation import (
+    COMPLETED_IN_SESSION,
+    HandlerSessions,
+    Invoker,
+    encoded_output,
+)
+from sa_river.workers import Handler, Job, Workers
 
 __all__ = [
     "CLIENT_ID",
@@ -421,19 +427,41 @@ class DrainResult:
         return f"DrainResult({counts or 'nothing worked'}{', errors: ' + errors if errors else ''})"
 
 
-def _run_coroutine(coro: Coroutine[Any, Any, Any]) -> None:
+def _run_coroutine(coro: Coroutine[Any, Any, _R]) -> _R:
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        asyncio.run(coro)
-        return
+        return asyncio.run(coro)
     # Called from inside an event loop (an async test): asyncio.run needs a thread of its own.
     with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=CLIENT_ID) as pool:
-        pool.submit(asyncio.run, coro).result()
+        return pool.submit(asyncio.run, coro).result()
 
 
-def _attempt(workers: Workers, row: JobRow) -> tuple[BaseException | None, RetryPolicy | None]:
-    """Run ``row``'s handler once; what it raised (an ``Exception``), and its retry policy.
+@dataclasses.dataclass
+class _Attempt:
+    """One attempt as :func:`_attempt` ran it."""
+
+    job: Job[Any]
+    handler: Handler | None
+    error: BaseException | None = None
+    value: Any = None
+
+
+def _sessions_on(conn: Connection) -> HandlerSessions:
+    """Sessions for handlers that take one, joined to ``conn``'s transaction (a savepoint of
+    their own), so their writes are seen and undone as the drained connection's are."""
+    factory = sessionmaker(bind=conn, join_transaction_mode="create_savepoint")
+    return HandlerSessions(
+        conn.engine.url,
+        factory,
+        1,
+        async_refused="an async handler's AsyncSession cannot join a sync connection's "
+        "transaction: drain an Engine, or test this handler with a Worker",
+    )
+
+
+def _attempt(workers: Workers, row: JobRow, sessions: HandlerSessions) -> _Attempt:
+    """Run ``row``'s handler once, through its middleware and session as a worker does.
 
     Anything that is not an ``Exception`` (``KeyboardInterrupt``, ``pytest.fail``) propagates.
     """
@@ -441,32 +469,49 @@ def _attempt(workers: Workers, row: JobRow) -> tuple[BaseException | None, Retry
         handler = workers.get(row.kind)
         args = handler.decode(row.args)
     except Exception as exc:  # unknown kind or undecodable args: a failed attempt
-        return exc, None
+        return _Attempt(Job(row=row, args=None), None, exc)
     job = Job(row=row, args=args)
+    invoker = Invoker(handler, workers, sessions)
     try:
-        if handler.is_async:
-            _run_coroutine(handler.fn(job))
-        else:
-            handler.fn(job)
+        value = _run_coroutine(invoker.call_async(job)) if handler.is_async else invoker.call(job)
     except Exception as exc:
-        return exc, handler.retry
-    return None, handler.retry
+        return _Attempt(job, handler, exc)
+    return _Attempt(job, handler, None, value)
 
 
 def _record(
     conn: Connection,
-    row: JobRow,
-    exc: BaseException | None,
-    handler_retry: RetryPolicy | None,
+    attempt: _Attempt,
+    workers: Workers,
     retry_policy: RetryPolicy | None,
 ) -> WorkedJob:
+    row, handler, exc = attempt.job.row, attempt.handler, attempt.error
+    if exc is None and attempt.value is COMPLETED_IN_SESSION:
+        current = job_get(conn, row.id)
+        done = JobState.COMPLETED if current is None else current.state
+        return WorkedJob(job=row, state=done, error=None)
+    output = None
+    if exc is None:
+        try:
+            output = encoded_output(attempt.job, attempt.value)
+        except Exception as not_json:
+            exc = attempt.error = not_json
+    decision = None
+    if exc is not None:
+        on_error = (handler.on_error if handler else None) or workers.error_handler
+        decision = decide_on_error(on_error, attempt.job, exc)
     # scheduler_interval=0: a retry or a snooze waits as retryable/scheduled until it is due,
     # as under a scheduler that runs continuously.
     outcome = outcome_for(
         row,
         exc,
-        retry_policy=handler_retry or retry_policy or default_retry_policy,
+        retry_policy=(handler.retry if handler else None)
+        or retry_policy
+        or workers.retry_policy
+        or default_retry_policy,
         scheduler_interval=0.0,
+        decision=decision,
+        output=output,
     )
     states = job_set_state_if_running_many(conn, [outcome])
     state = states.get(row.id)
@@ -476,23 +521,21 @@ def _record(
     return WorkedJob(job=row, state=state, error=exc)
 
 
-def _attempt_in_savepoint(
-    conn: Connection, workers: Workers, row: JobRow
-) -> tuple[BaseException | None, RetryPolicy | None]:
+def _attempt_in_savepoint(conn: Connection, workers: Workers, row: JobRow) -> _Attempt:
     """:func:`_attempt` with the handler's writes on ``conn`` undone if it fails."""
     savepoint = conn.begin_nested()
     try:
-        exc, retry = _attempt(workers, row)
+        attempt = _attempt(workers, row, _sessions_on(conn))
     except BaseException:
         if savepoint.is_active:
             savepoint.rollback()
         raise
     if savepoint.is_active:
-        if exc is None:
+        if attempt.error is None:
             savepoint.commit()
         else:
             savepoint.rollback()
-    return exc, retry
+    return attempt
 
 
 def _due_until(conn: Connection, now: datetime | timedelta | None) -> None:
@@ -604,8 +647,8 @@ def _drain_connection(
         if len(result.worked) >= limit:
             _release(conn, row)
             raise _limit_reached(result, limit)
-        exc, retry = _attempt_in_savepoint(conn, workers, row)
-        result.worked.append(_record(conn, row, exc, retry, retry_policy))
+        attempt = _attempt_in_savepoint(conn, workers, row)
+        result.worked.append(_record(conn, attempt, workers, retry_policy))
     return result
 
 
@@ -622,12 +665,14 @@ def _drain_engine(
             return fn(conn)
 
     result = DrainResult()
+    # Unpooled: each async handler runs on an event loop of its own (asyncio.run).
+    sessions = HandlerSessions(engine.url, workers.session_factory, 1, pooled=False)
     while (row := in_transaction(partial(_fetch_one, queues=queues, now=now))) is not None:
         if len(result.worked) >= limit:
             in_transaction(partial(_release, row=row))
             raise _limit_reached(result, limit)
-        exc, retry = _attempt(workers, row)
-        record = partial(_record, row=row, exc=exc, handler_retry=retry, retry_policy=retry_policy)
+        attempt = _attempt(workers, row, sessions)
+        record = partial(_record, attempt=attempt, workers=workers, retry_policy=retry_policy)
         result.worked.append(in_transaction(record))
     return result
 
@@ -689,5 +734,5 @@ class _InlineHook(Hook):
             if not r.unique_skipped_as_duplicate and r.job.state == JobState.AVAILABLE
         ]
         for row in testing_queries.job_get_available_by_ids(conn, ids, client_id=CLIENT_ID):
-            exc, retry = _attempt_in_savepoint(conn, workers, row)
-            result.worked.append(_record(conn, row, exc, retry, retry_policy))
+            attempt = _attempt_in_savepoint(conn, workers, row)
+            result.worked.append(_record(conn, attempt, workers, retry_policy))

@@ -20,6 +20,7 @@ from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.ext.asyncio import create_async_engine as _create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
 
 from sa_river.args import encode_json
 from sa_river.middleware import WrapAsync, WrapSync, middleware_chain
@@ -62,9 +63,19 @@ class HandlerSessions:
     """Makes the sessions handlers ask for: from the registry's ``session_factory``, else on
     engines of its own to the runner's database, made on first use and sized to its slots."""
 
-    def __init__(self, url: URL, factory: Any, slots: int) -> None:
+    def __init__(
+        self,
+        url: URL,
+        factory: Any,
+        slots: int,
+        *,
+        pooled: bool = True,
+        async_refused: str | None = None,
+    ) -> None:
         self._url = url
         self._slots = slots
+        self._pooled = pooled
+        self._async_refused = async_refused
         factories = factory if isinstance(factory, tuple) else (factory,)
         self._sync: Callable[[], Session] | None = None
         self._async: Callable[[], AsyncSession] | None = None
@@ -87,6 +98,8 @@ class HandlerSessions:
         self._async_engine: AsyncEngine | None = None
 
     def _pool(self) -> dict[str, Any]:
+        if not self._pooled:
+            return {"poolclass": NullPool}
         size = min(self._slots, _SESSION_POOL_SIZE)
         return {"pool_size": size, "max_overflow": self._slots - size, "pool_pre_ping": True}
 
@@ -97,6 +110,8 @@ class HandlerSessions:
         return self._sync()
 
     def async_session(self) -> AsyncSession:
+        if self._async_refused is not None:
+            raise RuntimeError(self._async_refused)
         if self._async is None:
             self._async_engine = _create_async_engine(self._url, **self._pool())
             self._async = async_sessionmaker(self._async_engine, expire_on_commit=False)
