@@ -9,9 +9,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import signal
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -159,7 +164,11 @@ def test_a_handler_session_whose_attempt_was_taken_away_is_rolled_back(
         # As the rescuer would: the attempt is given up and the job made retryable.
         with payments.begin() as conn:
             conn.execute(
-                text("UPDATE river_job SET state = 'retryable' WHERE id = :id"), {"id": job_id}
+                text(
+                    "UPDATE river_job SET state = 'retryable', "
+                    "scheduled_at = now() + interval '1 hour' WHERE id = :id"
+                ),
+                {"id": job_id},
             )
         release.set()
         wait_until(lambda: any(r.__dict__.get("event") == "job_fenced" for r in caplog.records))
@@ -620,3 +629,106 @@ def test_periodic_jobs_or_a_retry_policy_given_twice_is_a_config_error(db_url: U
         Worker(db_url, Workers(periodic_jobs=periodic), periodic_jobs=periodic)
     with pytest.raises(ConfigError, match="retry_policy: given to both"):
         Worker(db_url, Workers(retry_policy=no_delay), retry_policy=a_minute)
+
+
+# -- the worker command runs the registry's whole configuration -------------------------------
+
+_HERE = Path(__file__).parent
+
+
+def _worker_command(url: URL, app: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "sa_river",
+        "worker",
+        "--app",
+        app,
+        "--database-url",
+        url.render_as_string(hide_password=False),
+    ]
+
+
+def test_the_worker_command_runs_a_registrys_periodic_jobs_lifespan_and_sessions(
+    db_url: URL, engine: Engine, tmp_path: Path
+) -> None:
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE ticks (job_id bigint)"))
+    log = tmp_path / "worker.log"
+    with log.open("w") as log_file:
+        proc = subprocess.Popen(
+            _worker_command(db_url, "_registry_app:workers"),
+            env={**os.environ, "PYTHONPATH": str(_HERE)},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+
+            def ticked() -> list[Any]:
+                with engine.connect() as conn:
+                    return list(conn.execute(text("SELECT job_id FROM ticks")).scalars())
+
+            (job_id,) = wait_until(
+                ticked, 60, interval=0.2, message=lambda: f"the periodic job; {log.read_text()}"
+            )
+            row = sa_river.wait_for(engine, job_id, timeout=20)
+            assert row.kind == "registry_tick"
+            assert row.state is S.COMPLETED
+            assert row.metadata["output"] == {"from": "the lifespan"}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 0, log.read_text()
+
+
+def test_the_worker_command_exits_1_naming_a_lifespan_that_fails(db_url: URL) -> None:
+    done = subprocess.run(
+        _worker_command(db_url, "_registry_app:failing"),
+        env={**os.environ, "PYTHONPATH": str(_HERE)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert "error: the lifespan broken_lifespan failed as the worker started" in last
+    assert "ConnectionError: the cache at cache:6379 refused the connection" in last
+
+
+# -- sa_river.testing calls handlers as a worker does -----------------------------------------
+
+
+def test_drain_runs_middleware_sessions_output_and_the_error_handler(payments: Engine) -> None:
+    from sa_river.testing import drain
+
+    wrapped: list[str] = []
+
+    def mark(job: Job[Any], call_next: Callable[[], Any]) -> Any:
+        wrapped.append(job.kind)
+        return call_next()
+
+    workers = Workers(middleware=[mark], error_handler=lambda job, error: JobDiscard("given up"))
+
+    @workers.handler("charge")
+    def charge(job: Job[dict[str, Any]], session: Session) -> int:
+        session.execute(text("INSERT INTO payments VALUES (:id, 8)"), {"id": job.id})
+        return 8
+
+    @workers.handler("broken")
+    def broken(job: Job[dict[str, Any]]) -> None:
+        raise RuntimeError("no")
+
+    with Session(payments) as session, session.begin():
+        charged = sa_river.insert(session, ("charge", {})).job.id
+        failed = sa_river.insert(session, ("broken", {})).job.id
+        result = drain(session, workers)
+        assert result.counts == {S.COMPLETED: 1, S.DISCARDED: 1}
+        rows = {r.id: r for r in sa_river.list_jobs(session, kinds=["charge", "broken"])}
+        assert rows[charged].metadata["output"] == 8
+        assert rows[failed].state is S.DISCARDED
+        assert session.execute(text("SELECT count(*) FROM payments")).scalar() == 1
+    assert wrapped == ["charge", "broken"]
