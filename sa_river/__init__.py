@@ -12,8 +12,14 @@ from sa_river.config import WorkerConfig
 from sa_river.control import (
     cancel_job,
     cancel_job_async,
+    cancel_jobs,
+    cancel_jobs_async,
     complete_in,
     complete_in_async,
+    delete_job,
+    delete_job_async,
+    delete_jobs,
+    delete_jobs_async,
     get_job,
     get_job_async,
     list_jobs,
@@ -24,6 +30,8 @@ from sa_river.control import (
     resume_queue_async,
     retry_job,
     retry_job_async,
+    retry_jobs,
+    retry_jobs_async,
 )
 from sa_river.enqueue import (
     InsertManyParams,
@@ -38,6 +46,9 @@ from sa_river.errors import (
     ConfigError,
     FieldError,
     InvalidJobError,
+    JobRunningError,
+    JobWaitTimeout,
+    LifespanError,
     SaRiverError,
     SchemaNotReadyError,
     UnknownJobKindError,
@@ -51,12 +62,15 @@ from sa_river.hooks import (
     hooks_installed,
     remove_hook,
 )
+from sa_river.middleware import Middleware
 from sa_river.options import InsertOpts, UniqueOpts
 from sa_river.periodic import PeriodicJob
 from sa_river.retry import RetryPolicy, default_retry_policy
+from sa_river.staging import StagedJob, enable_insert_on_flush, insert_on_flush
 from sa_river.types import AttemptError, InsertResult, JobRow, JobState
+from sa_river.waiting import wait_for, wait_for_async
 from sa_river.worker import Worker
-from sa_river.workers import Job, JobCancel, JobSnooze, Workers
+from sa_river.workers import Job, JobCancel, JobDiscard, JobRetry, JobSnooze, Workers
 
 try:
     __version__ = version("sa_river")
@@ -76,13 +90,20 @@ __all__ = [
     "Job",
     "JobArgs",
     "JobCancel",
+    "JobDiscard",
+    "JobRetry",
     "JobRow",
+    "JobRunningError",
     "JobSnooze",
     "JobState",
+    "JobWaitTimeout",
+    "LifespanError",
+    "Middleware",
     "PeriodicJob",
     "RetryPolicy",
     "SaRiverError",
     "SchemaNotReadyError",
+    "StagedJob",
     "UniqueOpts",
     "UnknownJobKindError",
     "UnserializableArgsError",
@@ -94,9 +115,16 @@ __all__ = [
     "add_hook",
     "cancel_job",
     "cancel_job_async",
+    "cancel_jobs",
+    "cancel_jobs_async",
     "complete_in",
     "complete_in_async",
     "default_retry_policy",
+    "delete_job",
+    "delete_job_async",
+    "delete_jobs",
+    "delete_jobs_async",
+    "enable_insert_on_flush",
     "get_job",
     "get_job_async",
     "hooks_installed",
@@ -106,6 +134,7 @@ __all__ = [
     "insert_many_async",
     "insert_many_fast",
     "insert_many_fast_async",
+    "insert_on_flush",
     "list_jobs",
     "list_jobs_async",
     "pause_queue",
@@ -115,4 +144,8 @@ __all__ = [
     "resume_queue_async",
     "retry_job",
     "retry_job_async",
+    "retry_jobs",
+    "retry_jobs_async",
+    "wait_for",
+    "wait_for_async",
 ]

@@ -7,6 +7,7 @@
     │   ├── InvalidJobError                  bad args or options, raised before anything is written
     │   │   └── UnserializableArgsError      args that cannot be encoded as JSON
     │   └── ConfigError                      a bad worker setting or database URL
+    │   └── JobRunningError                  delete_job refused: the job is running
     ├── UnknownJobKindError (also KeyError)  a kind with no registered handler
     ├── SchemaNotReadyError                  the river tables are missing: run the migrations
     ├── LifespanError                        a registry's lifespan failed as a runner started
@@ -17,12 +18,18 @@ Every error names the field or value that was wrong and, where there is one, the
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError, StatementError
+
+if TYPE_CHECKING:
+    from sa_river.types import JobState
 
 __all__ = [
     "ConfigError",
     "FieldError",
     "InvalidJobError",
+    "JobRunningError",
     "JobWaitTimeout",
     "LifespanError",
     "SaRiverError",
@@ -119,4 +126,24 @@ class JobWaitTimeout(SaRiverError, TimeoutError):
         self.state = state
         super().__init__(
             f"job {job_id} was not finalised within {timeout:g}s (it is {state or 'gone'})"
+        )
+
+
+class JobRunningError(FieldError):
+    """:func:`sa_river.delete_job` refused to delete a running job, as River's ``JobDelete`` does
+    (``ErrJobRunning``). Nothing was changed; ``job_id`` and ``state`` name the job.
+
+    Cancel it first (:func:`sa_river.cancel_job`) and delete it once its attempt has ended.
+    """
+
+    def __init__(self, job_id: int, state: JobState | None = None) -> None:
+        from sa_river.types import JobState
+
+        state = JobState.RUNNING if state is None else state
+        self.job_id = job_id
+        self.state = state
+        super().__init__(
+            "job_id",
+            f"job {job_id} is {state.value}; a running job is not deleted: cancel it "
+            "(cancel_job) and delete it once its attempt has ended",
         )

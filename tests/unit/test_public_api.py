@@ -21,9 +21,15 @@ EXPECTED_PUBLIC_NAMES = {
     "Job",
     "JobArgs",
     "JobCancel",
+    "JobDiscard",
+    "JobRetry",
     "JobRow",
+    "JobRunningError",
     "JobSnooze",
     "JobState",
+    "JobWaitTimeout",
+    "LifespanError",
+    "Middleware",
     "PeriodicJob",
     "RetryPolicy",
     "SaRiverError",
@@ -42,6 +48,9 @@ EXPECTED_PUBLIC_NAMES = {
     "add_hook",
     "hooks_installed",
     "remove_hook",
+    # waiting for a job
+    "wait_for",
+    "wait_for_async",
     # enqueue
     "insert",
     "insert_async",
@@ -49,12 +58,22 @@ EXPECTED_PUBLIC_NAMES = {
     "insert_many_async",
     "insert_many_fast",
     "insert_many_fast_async",
+    # enqueue from the unit of work (sa_river/staging.py)
+    "StagedJob",
+    "enable_insert_on_flush",
+    "insert_on_flush",
     # control
     "cancel_job",
     "cancel_job_async",
+    "cancel_jobs",
+    "cancel_jobs_async",
     "complete_in",
     "complete_in_async",
     "default_retry_policy",
+    "delete_job",
+    "delete_job_async",
+    "delete_jobs",
+    "delete_jobs_async",
     "get_job",
     "get_job_async",
     "list_jobs",
@@ -65,6 +84,8 @@ EXPECTED_PUBLIC_NAMES = {
     "resume_queue_async",
     "retry_job",
     "retry_job_async",
+    "retry_jobs",
+    "retry_jobs_async",
 }
 
 
