@@ -40,7 +40,7 @@ from sqlalchemy.sql import bindparam
 
 from sa_river.models import RiverJob
 from sa_river.queries.job_row import job_row_from_row
-from sa_river.queries.notify import TOPIC_CONTROL, channel_expr
+from sa_river.queries.notify import TOPIC_CONTROL, channel_expr, notify_finalized
 from sa_river.types import FINALIZED_STATES, JobRow, JobState
 
 __all__ = [
@@ -145,7 +145,8 @@ _RUNNING = JobState.RUNNING
 def _cancel_statement(where: Sequence[ColumnElement[bool]], returning: Sequence[Any]) -> Any:
     """Cancel the jobs meeting every condition of ``where``: those not running at once,
     running ones cooperatively; finalised ones are left alone. Selects ``returning`` (which
-    must include ``id`` and ``queue``) of each job reached, with the notifications sent."""
+    must include ``id``, ``queue`` and ``state``) of each job reached, with the notifications
+    sent."""
     is_running = job_table.c.state == _RUNNING
     updated = (
         update(job_table)
@@ -181,7 +182,9 @@ def _cancel_statement(where: Sequence[ColumnElement[bool]], returning: Sequence[
             )
         )
     ).scalar_subquery()
-    return select(updated, notified.label("notified"))
+    # Jobs cancelled at once are finalised: whoever waits for them (wait_for) hears of it.
+    finalized = notify_finalized(updated)
+    return select(updated, notified.label("notified"), finalized.label("finalized"))
 
 
 _CANCEL = _cancel_statement(
@@ -201,7 +204,9 @@ def job_cancel(conn: Connection, job_id: int) -> JobRow | None:
 def job_cancel_many(conn: Connection, where: JobFilter) -> list[int]:
     """Cancel every job ``where`` matches as :func:`job_cancel` cancels one (one statement,
     one notification per unfinished job); the ids reached, running or not, in order."""
-    statement = _cancel_statement(where.conditions(), [job_table.c.id, job_table.c.queue])
+    statement = _cancel_statement(
+        where.conditions(), [job_table.c.id, job_table.c.queue, job_table.c.state]
+    )
     return sorted(row.id for row in conn.execute(statement))
 
 

@@ -43,7 +43,7 @@ from sqlalchemy.sql import bindparam
 
 from sa_river.models import JOB_STATE_ENUM, RiverJob
 from sa_river.queries.driver import DriverStatement
-from sa_river.queries.notify import TOPIC_FINALIZED, channel_expr
+from sa_river.queries.notify import notify_finalized
 from sa_river.types import FINALIZED_STATES, JobState
 
 __all__ = [
@@ -246,31 +246,10 @@ def _set_state_statement(*, returning: bool) -> Any:
         .returning(job_table.c.id, job_table.c.state)
         .cte("updated")
     )
-    # One notification for the statement, only when it finalised a job: listed by id while
-    # the list fits well inside NOTIFY's 8,000-byte payload, else an empty object, which
-    # tells a waiter to look at its job again.
-    finalized = _one_of(cast(updated.c.state, Text), _FINALIZED_VALUES)
-    payload = case(
-        (
-            func.count() <= _NOTIFIED_IDS_MAX,
-            cast(func.json_build_object(literal("ids", Text), func.json_agg(updated.c.id)), Text),
-        ),
-        else_=literal("{}", Text),
-    )
-    notified = (
-        select(func.pg_notify(channel_expr(TOPIC_FINALIZED), payload))
-        .select_from(updated)
-        .where(finalized)
-        .having(func.count() > 0)
-        .scalar_subquery()
-    )
+    notified = notify_finalized(updated)
     if returning:
         return select(updated.c.id, updated.c.state, notified.label("notified"))
     return select(func.count().label("changed"), notified.label("notified")).select_from(updated)
-
-
-_NOTIFIED_IDS_MAX = 300
-"""At most this many ids in a finalized notification (20 bytes each at most)."""
 
 
 _SET_STATE = DriverStatement(_set_state_statement(returning=True))

@@ -6,8 +6,11 @@ connection, so that workers of one schema are not woken by inserts into another.
 
 from __future__ import annotations
 
+from typing import Any
+
 from psycopg import sql as psycopg_sql
-from sqlalchemy import ColumnElement, String, Text, cast, func, literal
+from sqlalchemy import ColumnElement, String, Text, any_, case, cast, func, literal, select
+from sqlalchemy.dialects.postgresql import array
 
 from sa_river.args import encode_json
 
@@ -20,6 +23,7 @@ __all__ = [
     "channel_expr",
     "control_payload",
     "listen_statement",
+    "notify_finalized",
     "notify_insert",
 ]
 
@@ -52,6 +56,35 @@ def notify_insert(
     else:
         payload = func.concat(literal('{"queue": ', Text), func.to_json(queue), literal("}", Text))
     return func.pg_notify(channel_expr(TOPIC_INSERT), payload)
+
+
+_FINALIZED = ("cancelled", "completed", "discarded")
+_NOTIFIED_IDS_MAX = 300
+"""At most this many ids in a finalized notification (20 bytes each at most, well inside
+NOTIFY's 8,000-byte payload); more are announced as ``{}``: every waiter looks again."""
+
+
+def notify_finalized(updated: Any) -> Any:
+    """A scalar subquery sending one ``pg_notify`` on ``<schema>.sa_river_job_finalized`` for
+    the rows of ``updated`` (a CTE with ``id`` and ``state`` columns) that are now finalised,
+    and nothing when none is. Select it beside ``updated``, in the changing statement."""
+    finalized = cast(updated.c.state, Text) == any_(
+        array([literal(state, Text) for state in _FINALIZED])
+    )
+    payload = case(
+        (
+            func.count() <= _NOTIFIED_IDS_MAX,
+            cast(func.json_build_object(literal("ids", Text), func.json_agg(updated.c.id)), Text),
+        ),
+        else_=literal("{}", Text),
+    )
+    return (
+        select(func.pg_notify(channel_expr(TOPIC_FINALIZED), payload))
+        .select_from(updated)
+        .where(finalized)
+        .having(func.count() > 0)
+        .scalar_subquery()
+    )
 
 
 def control_payload(action: str, queue: str) -> str:

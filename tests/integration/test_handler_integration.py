@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -19,6 +20,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from _worker_helpers import job, running_worker, wait_for_state, wait_until
 from sqlalchemy import Engine, text
@@ -45,6 +47,7 @@ from sa_river import (
     Workers,
 )
 from sa_river.hooks import installed_hooks
+from sa_river.urls import libpq_dsn
 
 S = JobState
 
@@ -323,7 +326,9 @@ def test_wait_for_times_out_with_the_jobs_state_and_refuses_a_missing_job(
         assert conn.execute(text("SELECT count(*) FROM pg_listening_channels()")).scalar() == 0
 
 
-def test_wait_for_is_woken_by_the_completion_not_by_its_poll(db_url: URL, engine: Engine) -> None:
+def test_wait_for_through_a_session_returns_the_output_of_a_job_finished_later(
+    db_url: URL, engine: Engine
+) -> None:
     workers = Workers()
     go = threading.Event()
 
@@ -732,3 +737,34 @@ def test_drain_runs_middleware_sessions_output_and_the_error_handler(payments: E
         assert rows[failed].state is S.DISCARDED
         assert session.execute(text("SELECT count(*) FROM payments")).scalar() == 1
     assert wrapped == ["charge", "broken"]
+
+
+def _finalized_notifications(db_url: URL) -> psycopg.Connection[Any]:
+    conn = psycopg.connect(libpq_dsn(db_url), autocommit=True)
+    conn.execute('LISTEN "public.sa_river_job_finalized"')
+    return conn
+
+
+def _heard_ids(conn: psycopg.Connection[Any], timeout: float = 20) -> list[int]:
+    for note in conn.notifies(timeout=timeout, stop_after=1):
+        return list(json.loads(note.payload)["ids"])
+    return []
+
+
+def test_finalising_a_job_notifies_its_id_for_waiters(db_url: URL, engine: Engine) -> None:
+    workers = Workers()
+
+    @workers.handler("quick")
+    def quick(job: Job[dict[str, Any]]) -> None:
+        return None
+
+    listener = _finalized_notifications(db_url)
+    try:
+        cancelled = _insert(engine, "never_worked")
+        sa_river.cancel_job(engine, cancelled)  # cancelled before it ran: finalised at once
+        assert _heard_ids(listener) == [cancelled]
+        worked = _insert(engine, "quick")
+        with running_worker(db_url, workers):
+            assert _heard_ids(listener) == [worked]
+    finally:
+        listener.close()
