@@ -1,4 +1,5 @@
-"""The HTTP API: sign up (``POST /users``) and look a user up (``GET /users/{id}``).
+"""The HTTP API: sign up (``POST /users``), look a user up (``GET /users/{id}``), and wait for
+a job's result (``GET /jobs/{id}/result``).
 
 Run it with ``uvicorn examples.fastapi_app.app:app`` (``$DATABASE_URL`` is read at startup), or
 build one for a given database with :func:`create_app`.
@@ -12,9 +13,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
-from typing import Annotated, TypedDict
+from typing import Annotated, Any, TypedDict
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, status
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, status
 from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker, create_async_engine
@@ -100,6 +101,41 @@ async def get_user(user_id: int, session: SessionDep) -> UserOut:
     if user is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no user {user_id}")
     return UserOut.of(user)
+
+
+class JobResult(BaseModel):
+    id: int
+    kind: str
+    state: str
+    output: Any
+    """What the handler returned or recorded (``metadata["output"]``), or ``None``."""
+    errors: list[str]
+
+
+@router.get("/jobs/{job_id}/result")
+async def get_job_result(
+    job_id: int, session: SessionDep, timeout: Annotated[float, Query(gt=0, le=30)] = 10
+) -> JobResult:
+    """Wait up to ``timeout`` seconds for the job to finish, then return its output.
+
+    ``wait_for_async`` borrows a connection of the app's engine for the wait and wakes up on
+    the worker's notification. In a real app, check that the caller may see this job.
+    """
+    try:
+        row = await sa_river.wait_for_async(session, job_id, timeout=timeout)
+    except sa_river.JobWaitTimeout as exc:
+        raise HTTPException(
+            status.HTTP_504_GATEWAY_TIMEOUT, f"job {job_id} is still {exc.state} after {timeout:g}s"
+        ) from None
+    except LookupError:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no job {job_id}") from None
+    return JobResult(
+        id=row.id,
+        kind=row.kind,
+        state=row.state.value,
+        output=row.metadata.get("output"),
+        errors=[e.error for e in row.errors],
+    )
 
 
 def create_app(database_url: str | None = None) -> FastAPI:

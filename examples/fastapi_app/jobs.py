@@ -1,26 +1,25 @@
-"""The welcome-email job: its args, its handler and the ``workers`` registry.
-
-Run the handlers with::
+"""The welcome-email job: its args, its handler and ``workers``, the registry the worker runs::
 
     python -m sa_river worker --app examples.fastapi_app.jobs:workers --queue mail=5 \\
         --database-url "$DATABASE_URL"
 
-The worker runs ``async def`` handlers on one event loop of its own, so the handler's
-``AsyncEngine`` is made lazily, from ``$DATABASE_URL``, the first time a job needs it.
+The registry's lifespan opens the mail client once per worker process; the handler reaches it
+as ``job.context``. The handler takes an ``AsyncSession``: its update of the user and the job's
+completion commit in one transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-from datetime import datetime, timedelta, timezone
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
 
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, create_async_engine
-from sqlalchemy.pool import NullPool
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from examples.fastapi_app.models import User
-from examples.fastapi_app.settings import database_url
 from sa_river import InsertOpts, Job, JobArgs, JobCancel, Workers
 
 
@@ -36,46 +35,55 @@ class SendWelcomeEmail(
     name: str
 
 
-workers = Workers()
+class Mailer:
+    """Stand-in for your mail provider's client (its SDK, an ``httpx.AsyncClient``...): it
+    prints the email and returns a message id."""
+
+    def __init__(self, sender: str) -> None:
+        self.sender = sender
+
+    async def send(self, to: str, subject: str, body: str) -> str:
+        await asyncio.sleep(0.01)
+        print(f"mail to {to}: {subject} {body}", flush=True)
+        return f"<{uuid.uuid4().hex}@{self.sender.partition('@')[2]}>"
+
+    async def aclose(self) -> None:
+        """Where a real client closes its connections."""
 
 
-@functools.cache
-def handler_engine() -> AsyncEngine:
-    """The handlers' engine: one per worker process.
+@asynccontextmanager
+async def lifespan() -> AsyncIterator[Mailer]:
+    """Entered once as the worker starts, on the event loop its async handlers run on, and left
+    as it stops; what it yields is every job's ``job.context``."""
+    mailer = Mailer(sender="welcome@example.com")
+    try:
+        yield mailer
+    finally:
+        await mailer.aclose()
 
-    ``NullPool``: a pooled async connection belongs to the event loop it was opened on, and the
-    worker gives handlers no hook to close a pool before its loop closes at shutdown; so each
-    job opens and closes its own connection (a few milliseconds, fine for mail).
-    """
-    return create_async_engine(database_url(), poolclass=NullPool)
 
-
-async def deliver_email(to: str, subject: str, body: str) -> None:
-    """Stand-in for your mail provider's API call: prints the email."""
-    await asyncio.sleep(0.01)
-    print(f"mail to {to}: {subject} {body}", flush=True)
+workers = Workers(lifespan=lifespan)
 
 
 @workers.handler(SendWelcomeEmail, timeout=timedelta(seconds=30))
-async def send_welcome_email(job: Job[SendWelcomeEmail]) -> None:
-    """Send the email once, and record it on the user.
+async def send_welcome_email(job: Job[SendWelcomeEmail], session: AsyncSession) -> dict[str, str]:
+    """Send the email and record it on the user; the returned dict is the job's output.
 
-    The user's row is locked while sending, and the handler returns early when an earlier
-    attempt already recorded the email, so a retry (say the worker died after the commit but
-    before recording the job's completion) does not send a second one. Raising makes sa_river
-    retry with backoff, up to 5 attempts.
+    ``session`` is in a transaction that also completes the job: the update of the user and
+    the job's completion commit together, or neither does. So no "already sent?" check is
+    needed: an attempt whose update committed also completed its job, which never runs again.
+    Raising rolls the update back and sa_river retries with backoff, up to 5 attempts.
     """
-    async with AsyncSession(handler_engine()) as session, session.begin():
-        user = await session.scalar(
-            select(User).where(User.email == job.args.email).with_for_update()
-        )
-        if user is None:
-            # Cannot happen for jobs enqueued by the app (they commit with the user), but the
-            # user may have been deleted since: nothing to send, and no point retrying.
-            raise JobCancel(f"no user with email {job.args.email!r}")
-        if user.welcome_sent_at is not None:
-            return
-        await deliver_email(
-            user.email, "Welcome!", f"Hello {job.args.name}, thanks for signing up."
-        )
-        user.welcome_sent_at = datetime.now(timezone.utc)
+    user = await session.scalar(select(User).where(User.email == job.args.email))
+    if user is None:
+        # Cannot happen for jobs enqueued by the app (they commit with the user), but the
+        # user may have been deleted since: nothing to send, and no point retrying.
+        raise JobCancel(f"no user with email {job.args.email!r}")
+    mailer: Mailer = job.context
+    message_id = await mailer.send(
+        user.email, "Welcome!", f"Hello {job.args.name}, thanks for signing up."
+    )
+    # now() is the transaction's start time: the job's finalized_at will be the same instant.
+    user.welcome_sent_at = func.now()
+    # Do not commit: the worker completes the job in this transaction, then commits it.
+    return {"message_id": message_id}

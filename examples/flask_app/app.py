@@ -1,4 +1,5 @@
-"""The HTTP API: sign up (``POST /users``) and look a user up (``GET /users/<id>``).
+"""The HTTP API: sign up (``POST /users``), look a user up (``GET /users/<id>``), and wait for
+a job's result (``GET /jobs/<id>/result``).
 
 Run it with ``flask --app examples.flask_app.app run`` (Flask finds the :func:`create_app`
 factory, which reads ``$DATABASE_URL``); ``flask --app examples.flask_app.app create-tables``
@@ -77,6 +78,33 @@ def get_user(user_id: int) -> ResponseReturnValue:
     return user_json(user)
 
 
+@bp.get("/jobs/<int:job_id>/result")
+def get_job_result(job_id: int) -> ResponseReturnValue:
+    """Wait up to ``?timeout=`` seconds (default 10, at most 30) for the job to finish, then
+    return its output.
+
+    ``wait_for`` borrows a connection of ``db.session``'s engine for the wait and wakes up on
+    the worker's notification; the request's thread waits with it. In a real app, check that
+    the caller may see this job.
+    """
+    timeout = request.args.get("timeout", 10.0, type=float)
+    if timeout is None or not 0 < timeout <= 30:
+        abort(400, description="timeout: a number of seconds, more than 0 and at most 30")
+    try:
+        row = sa_river.wait_for(db.session, job_id, timeout=timeout)
+    except sa_river.JobWaitTimeout as exc:
+        abort(504, description=f"job {job_id} is still {exc.state} after {timeout:g}s")
+    except LookupError:
+        abort(404, description=f"no job {job_id}")
+    return {
+        "id": row.id,
+        "kind": row.kind,
+        "state": row.state.value,
+        "output": row.metadata.get("output"),
+        "errors": [e.error for e in row.errors],
+    }
+
+
 def _json_error(error: HTTPException) -> ResponseReturnValue:
     return jsonify(error=error.name, detail=error.description), error.code or 500
 
@@ -86,9 +114,10 @@ def create_app(database_url: str | None = None) -> Flask:
     app = Flask(__name__)
     app.config["SQLALCHEMY_DATABASE_URI"] = database_url or database_url_from_env()
     app.config["SQLALCHEMY_ENGINE_OPTIONS"] = {"pool_pre_ping": True}
+    app.config["MAIL_DEFAULT_SENDER"] = "welcome@example.com"
     db.init_app(app)
     app.register_blueprint(bp)
-    for code in (400, 404, 409):
+    for code in (400, 404, 409, 504):
         app.register_error_handler(code, _json_error)
     app.cli.command("create-tables")(create_tables)
     return app

@@ -1,15 +1,23 @@
 """The example applications in ``examples/``, end to end against real PostgreSQL.
 
 Each test creates the app's ``users`` table in a fresh migrated database, signs up two users
-through the app's HTTP API (and fails a third sign-up with a taken email), then runs a real
-worker until both welcome emails are recorded as sent, as seen through ``GET /users/<id>``:
+through the app's HTTP API (and fails a third sign-up with a taken email), asks the app's
+``GET /jobs/<id>/result`` for a welcome job no worker runs yet (a 504 naming its state, after
+the requested timeout), then runs a real worker and waits for each welcome job through that
+endpoint, which returns the message id the handler recorded:
 
 - FastAPI: the ``python -m sa_river worker --app examples.fastapi_app.jobs:workers`` command
   in a subprocess (started from the repository root, as the example's README says), stopped
   with SIGTERM, which must exit 0;
 - Flask: the same command for ``examples.flask_app.jobs:workers``, and (in process) an
-  embedded ``sa_river.Worker`` running ``create_workers(lambda: app)``, the handlers bound to
-  the very app under test.
+  embedded ``sa_river.Worker`` running that same registry. Its lifespan makes the Flask app,
+  its periodic sign-up report runs once as the worker becomes leader, and its output (two
+  sign-ups) is read through the endpoint too. Without ``$DATABASE_URL`` its lifespan fails,
+  and the worker command exits 1 with the lifespan's message.
+
+The handlers take the worker's Session (AsyncSession for FastAPI) and set
+``users.welcome_sent_at = now()`` in it: that the timestamp equals the job's ``finalized_at``
+shows the write and the job's completion committed in one transaction.
 
 The FastAPI app is driven with httpx over ASGI, its lifespan run as a server would (startup
 makes its engine, shutdown disposes of it); the Flask app with its test client.
@@ -24,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,8 +57,8 @@ import sa_river
 from examples.fastapi_app import app as fastapi_app
 from examples.fastapi_app import models as fastapi_models
 from examples.flask_app import app as flask_app
-from examples.flask_app import jobs as flask_jobs
 from examples.flask_app import models as flask_models
+from examples.flask_app.jobs import workers as flask_workers
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,29 +120,56 @@ def assert_jobs_waiting(engine: Engine, signups: SignUps) -> None:
     ]
 
 
+MESSAGE_ID = re.compile(r"<[0-9a-f]{32}@example\.com>")
+
+
+def assert_result_not_ready(call: Call, signups: SignUps) -> None:
+    """With no worker running, the result endpoint gives up after its timeout, naming the
+    job's state; an unknown job is a 404."""
+    status, body = call("GET", f"/jobs/{signups.job_ids[0]}/result?timeout=0.3", None)
+    assert status == 504, body
+    assert "is still available after 0.3s" in body["detail"], body
+    status, body = call("GET", "/jobs/999999/result?timeout=1", None)
+    assert status == 404, body
+
+
 def wait_for_welcome_emails(call: Call, signups: SignUps, describe: Callable[[], str]) -> None:
-    """Poll ``GET /users/<id>`` until every user's welcome email is reported sent."""
-
-    def all_sent() -> bool:
-        return all(
-            call("GET", f"/users/{uid}", None)[1]["welcome_email_sent"] for uid in signups.user_ids
-        )
-
-    wait_until(all_sent, WORK_TIMEOUT, interval=0.1, message=describe)
+    """Wait for each welcome job through ``GET /jobs/<id>/result`` (the app waits with
+    ``wait_for``), which returns the message id the handler recorded; then each user shows
+    the email as sent."""
+    for job_id in signups.job_ids:
+        status, result = call("GET", f"/jobs/{job_id}/result?timeout={WORK_TIMEOUT:g}", None)
+        assert status == 200, f"{result}; {describe()}"
+        assert (result["id"], result["kind"], result["state"]) == (
+            job_id,
+            "send_welcome_email",
+            "completed",
+        ), result
+        assert result["errors"] == [], result
+        assert MESSAGE_ID.fullmatch(result["output"]["message_id"]), result
+    for user_id in signups.user_ids:
+        status, user = call("GET", f"/users/{user_id}", None)
+        assert status == 200, user
+        assert user["welcome_email_sent"] is True, user
 
 
 def assert_jobs_completed(engine: Engine, signups: SignUps, users_table: FromClause) -> None:
-    """Both jobs completed on their first attempt, and both users are marked as welcomed."""
+    """Both jobs completed on their first attempt with their output, and each user's
+    ``welcome_sent_at`` (``now()`` in the handler's session) is its job's ``finalized_at``:
+    the handler's write and the job's completion were one transaction."""
+    finalized_at = []
     for job_id in signups.job_ids:
         row = sa_river.get_job(engine, job_id)
         assert row is not None
         assert (row.state.value, row.attempt, row.errors) == ("completed", 1, [])
-        assert row.finalized_at is not None
-    assert len(sa_river.list_jobs(engine)) == 2
+        assert MESSAGE_ID.fullmatch(row.metadata["output"]["message_id"])
+        finalized_at.append(row.finalized_at)
+    assert len(sa_river.list_jobs(engine, kinds=["send_welcome_email"])) == 2
     with engine.connect() as conn:
-        rows = conn.execute(select(users_table.c.email, users_table.c.welcome_sent_at)).all()
-    assert sorted(email for email, _ in rows) == ["ada@example.com", "grace@example.com"]
-    assert all(sent_at is not None for _, sent_at in rows)
+        rows = conn.execute(
+            select(users_table.c.email, users_table.c.welcome_sent_at).order_by(users_table.c.id)
+        ).all()
+    assert rows == [("ada@example.com", finalized_at[0]), ("grace@example.com", finalized_at[1])]
 
 
 @contextmanager
@@ -150,7 +186,9 @@ class CliWorker:
     """``python -m sa_river worker --app APP`` in a subprocess run from the repository root,
     as a user runs it; its output goes to ``log``."""
 
-    def __init__(self, app: str, db_url: URL, log: Path) -> None:
+    def __init__(
+        self, app: str, db_url: URL, log: Path, queues: list[str], env: dict[str, str]
+    ) -> None:
         url = db_url.render_as_string(hide_password=False)
         self.log = log
         self._log_file = log.open("w")
@@ -164,16 +202,14 @@ class CliWorker:
                 app,
                 "--database-url",
                 url,
-                "--queue",
-                "mail=2",
+                *(arg for queue in queues for arg in ("--queue", queue)),
                 "--poll-interval",
                 "0.2",
                 "--shutdown-timeout",
                 "5",
             ],
             cwd=REPO_ROOT,
-            # The handlers reach the app's tables through $DATABASE_URL, as in the READMEs.
-            env={**os.environ, "DATABASE_URL": url},
+            env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
         )
@@ -203,9 +239,16 @@ class CliWorker:
         self._log_file.close()
 
 
+def app_environment(db_url: URL) -> dict[str, str]:
+    """The environment of the READMEs: the app reads its database from $DATABASE_URL."""
+    return {**os.environ, "DATABASE_URL": db_url.render_as_string(hide_password=False)}
+
+
 @contextmanager
-def cli_worker(app: str, db_url: URL, log: Path) -> Iterator[CliWorker]:
-    worker = CliWorker(app, db_url, log)
+def cli_worker(
+    app: str, db_url: URL, log: Path, queues: list[str], env: dict[str, str] | None = None
+) -> Iterator[CliWorker]:
+    worker = CliWorker(app, db_url, log, queues, app_environment(db_url) if env is None else env)
     try:
         yield worker
     finally:
@@ -213,18 +256,26 @@ def cli_worker(app: str, db_url: URL, log: Path) -> Iterator[CliWorker]:
 
 
 def run_cli_worker_until_sent(
-    app: str, db_url: URL, log: Path, call: Call, signups: SignUps
-) -> None:
-    """Run the worker command until the welcome emails are sent, then stop it with SIGTERM."""
-    with cli_worker(app, db_url, log) as worker:
+    app: str,
+    db_url: URL,
+    log: Path,
+    call: Call,
+    signups: SignUps,
+    queues: list[str],
+    also: Callable[[], None] = lambda: None,
+) -> str:
+    """Run the worker command until the welcome emails are sent (and ``also()`` returned),
+    then stop it with SIGTERM; its output."""
+    with cli_worker(app, db_url, log, queues) as worker:
         wait_for_welcome_emails(call, signups, worker.describe)
+        also()
         code = worker.terminate()
         assert code == 0, worker.output()
         output = worker.output()
-    assert "running ['send_welcome_email']" in output, output
     assert "Traceback" not in output, output
     for email in ("ada@example.com", "grace@example.com"):
         assert output.count(f"mail to {email}: Welcome!") == 1, output
+    return output
 
 
 # --- FastAPI ---------------------------------------------------------------------------------
@@ -302,9 +353,16 @@ def test_fastapi_example_with_the_worker_command(
         with asgi_client(app) as call:
             signups = sign_up_users(call)
             assert_jobs_waiting(engine, signups)
-            run_cli_worker_until_sent(
-                "examples.fastapi_app.jobs:workers", db_url, tmp_path / "worker.log", call, signups
+            assert_result_not_ready(call, signups)
+            output = run_cli_worker_until_sent(
+                "examples.fastapi_app.jobs:workers",
+                db_url,
+                tmp_path / "worker.log",
+                call,
+                signups,
+                ["mail=2"],
             )
+            assert "running ['send_welcome_email']" in output, output
             status, ada = call("GET", f"/users/{signups.user_ids[0]}", None)
             assert status == 200
             assert ada["welcome_email_sent_at"] is not None
@@ -314,11 +372,32 @@ def test_fastapi_example_with_the_worker_command(
 # --- Flask ------------------------------------------------------------------------------------
 
 
+def wait_for_signup_report(engine: Engine, call: Call) -> None:
+    """The registry's periodic report, enqueued as the worker became leader, counted the two
+    sign-ups; its output is read through the app's result endpoint."""
+
+    def report_id() -> int | None:
+        reports = sa_river.list_jobs(engine, kinds=["signup_report"])
+        return reports[0].id if reports else None
+
+    job_id = wait_until(report_id, WORK_TIMEOUT, interval=0.1, message="the sign-up report")
+    status, result = call("GET", f"/jobs/{job_id}/result?timeout={WORK_TIMEOUT:g}", None)
+    assert status == 200, result
+    assert result["state"] == "completed", result
+    assert result["output"]["signups"] == 2, result
+
+
 @pytest.mark.parametrize("worker_kind", ["command", "embedded"])
 def test_flask_example(
-    db_url: URL, tmp_path: Path, capsys: pytest.CaptureFixture[str], worker_kind: str
+    db_url: URL,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    worker_kind: str,
 ) -> None:
-    app = flask_app.create_app(db_url.render_as_string(hide_password=False))
+    url = db_url.render_as_string(hide_password=False)
+    monkeypatch.setenv("DATABASE_URL", url)  # read by the registry's lifespan (embedded)
+    app = flask_app.create_app(url)
     try:
         created = app.test_cli_runner().invoke(args=["create-tables"])
         assert created.exit_code == 0, created.output
@@ -332,18 +411,24 @@ def test_flask_example(
         with assertion_engine(db_url) as engine:
             signups = sign_up_users(call)
             assert_jobs_waiting(engine, signups)
+            assert_result_not_ready(call, signups)
+            status, body = call("GET", f"/jobs/{signups.job_ids[0]}/result?timeout=60", None)
+            assert status == 400, body
             if worker_kind == "command":
-                run_cli_worker_until_sent(
+                output = run_cli_worker_until_sent(
                     "examples.flask_app.jobs:workers",
                     db_url,
                     tmp_path / "worker.log",
                     call,
                     signups,
+                    ["default=2", "mail=2"],
+                    also=lambda: wait_for_signup_report(engine, call),
                 )
+                assert "running ['send_welcome_email', 'signup_report']" in output, output
             else:
-                workers = flask_jobs.create_workers(lambda: app)
-                with running_worker(db_url, workers, {"mail": 2}):
+                with running_worker(db_url, flask_workers, {"default": 2, "mail": 2}):
                     wait_for_welcome_emails(call, signups, lambda: "the welcome emails")
+                    wait_for_signup_report(engine, call)
                 printed = capsys.readouterr().out
                 for email in ("ada@example.com", "grace@example.com"):
                     assert printed.count(f"mail to {email}: Welcome!") == 1, printed
@@ -351,3 +436,22 @@ def test_flask_example(
     finally:
         with app.app_context():
             flask_models.db.engine.dispose()
+
+
+def test_flask_worker_without_its_settings_stops_at_its_lifespan(
+    db_url: URL, tmp_path: Path
+) -> None:
+    """The registry's lifespan makes the Flask app from $DATABASE_URL; without it the lifespan
+    raises as the worker starts, and the command exits 1 with the lifespan's message."""
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    app = "examples.flask_app.jobs:workers"
+    with cli_worker(app, db_url, tmp_path / "worker.log", ["mail=1"], env) as worker:
+        try:
+            code = worker.proc.wait(EXIT_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"the worker did not stop:\n{worker.output()}") from None
+        output = worker.output()
+    assert code == 1, output
+    assert "the lifespan flask_app failed as the worker started" in output, output
+    assert "RuntimeError: set DATABASE_URL" in output, output
+    assert "Traceback" not in output, output
