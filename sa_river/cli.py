@@ -21,8 +21,16 @@ all start an embedded PostgreSQL (data in ``./.sa_river/``); ``worker`` and ``de
 ``migrate down`` has no default target on purpose: removing the queue's tables (and its jobs)
 must be asked for by name (``--target base``).
 
+Every ``worker`` option ``--foo-bar`` can also be set by the environment variable
+``SA_RIVER_FOO_BAR`` (``--queue``: ``SA_RIVER_QUEUES=default=100,mail=5``): the command line
+wins over the environment, the environment over the defaults, and an empty variable counts as
+unset. A malformed variable is a one-line error naming it (exit code 2). ``--app`` names a
+``Workers`` registry or a function of no arguments returning one, imported with ``--app-dir``
+(default: the current directory) first on ``sys.path``.
+
 Exit codes: 0 success; 1 error (unreachable database, malformed URL, unknown revision, failed
-migration), reported as one line on stderr; 2 usage error (argparse's convention).
+migration), reported as one line on stderr; 2 usage error (argparse's convention), or a
+malformed ``SA_RIVER_*`` worker variable.
 
 Adding a command: write ``add_<name>_parser(subparsers)`` that registers its parser and sets
 ``handler=<function>`` with :meth:`argparse.ArgumentParser.set_defaults`, then call it from
@@ -36,6 +44,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import inspect
 import logging
 import math
 import os
@@ -58,6 +67,7 @@ from sa_river.urls import DatabaseUrlError, command_line_url, redact_url
 if TYPE_CHECKING:
     from sa_river.contrib.prometheus import MetricsServer
     from sa_river.worker import Worker
+    from sa_river.workers import Workers
 
 __all__ = [
     "EXIT_ERROR",
@@ -101,8 +111,24 @@ class CliParser(argparse.ArgumentParser):
     Subcommand parsers are of this class too (``add_subparsers`` uses the parent's class).
     """
 
+    after_parse: Callable[[CliParser, argparse.Namespace], None] | None = None
+    """Run on this parser's namespace once its arguments are parsed (``worker`` fills in
+    the options not on the command line from the environment, else their defaults)."""
+
     def error(self, message: str) -> NoReturn:
         raise _UsageError(self, message)
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A subcommand's parser is called through this method too, by the parent's
+        # subparsers action (every Python from 3.x on), with the subcommand's arguments.
+        parsed, extras = super().parse_known_args(
+            args, argparse.Namespace() if namespace is None else namespace
+        )
+        if self.after_parse is not None:
+            self.after_parse(self, parsed)
+        return parsed, extras
 
 
 def _version() -> str:
@@ -135,13 +161,19 @@ def build_parser() -> CliParser:
     return parser
 
 
-def _add_database_url(parser: CliParser) -> None:
+def _add_database_url(parser: CliParser, *, env_tag: bool = False) -> None:
+    """``--database-url``; ``env_tag``: say where its variable is as the other options of
+    the command do (``[env: ...]``), rather than as its default."""
+    env = migrate.DATABASE_URL_ENV
     parser.add_argument(
         "--database-url",
         metavar="URL",
         default=None,
-        help=f"SQLAlchemy URL of the database (default: ${migrate.DATABASE_URL_ENV}, the "
-        "better place for a password: ps shows every command's arguments to every user)",
+        help=f"SQLAlchemy URL of the database; the environment variable is the better place "
+        f"for a password: ps shows every command's arguments to every user [env: {env}]"
+        if env_tag
+        else f"SQLAlchemy URL of the database (default: ${env}, the better place for a "
+        "password: ps shows every command's arguments to every user)",
     )
 
 
@@ -373,6 +405,34 @@ class _StoreNamingOption(argparse.Action):
         setattr(namespace, f"{self.dest}_option", option_string)
 
 
+class _SwitchNamingOption(argparse.BooleanOptionalAction):
+    """``--foo`` / ``--no-foo``, recording which was typed as :class:`_StoreNamingOption`
+    does."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        setattr(namespace, f"{self.dest}_option", option_string)
+
+
+ENV_PREFIX = "SA_RIVER_"
+"""Every ``worker`` option ``--foo-bar`` can also be set by the environment variable
+``SA_RIVER_FOO_BAR`` (``--queue``: ``SA_RIVER_QUEUES``)."""
+
+
+class _EnvironmentValueError(Exception):
+    """A malformed value in a ``SA_RIVER_*`` variable: one line naming the variable, exit 2."""
+
+    def __init__(self, prog: str, message: str) -> None:
+        super().__init__(message)
+        self.prog = prog
+
+
 def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
     """Register ``worker``."""
     parser = commands.add_parser(
@@ -380,12 +440,19 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         help="run a worker: fetch and work jobs until SIGTERM/SIGINT",
         description="Run a worker on its own connection pool. The first SIGTERM/SIGINT stops "
         "it gracefully (running jobs finish, up to --shutdown-timeout); a second stops it hard.",
+        epilog="Every option can also be set by the environment variable shown as [env: ...]. "
+        "An option on the command line wins over its variable, and the variable over the "
+        "default; an empty variable counts as unset. Switches take 1/0, true/false, yes/no "
+        "or on/off. SA_RIVER_QUEUES holds every queue, comma-separated: "
+        "SA_RIVER_QUEUES=default=100,mail=5 (a --queue on the command line replaces the whole "
+        "list).",
     )
     # Given to supervised children in their environment, never in their argv: not in the table.
-    _add_database_url(parser)
+    _add_database_url(parser, env_tag=True)
     for option in _WORKER_OPTIONS:
-        parser.add_argument(*option.flags, **option.parse)
+        parser.add_argument(*option.flags, **option.argparse_keywords())
     parser.set_defaults(handler=cmd_worker)
+    parser.after_parse = _resolve_worker_options
 
 
 def _int_type(
@@ -414,6 +481,49 @@ def _int_type(
 _port = _int_type(0, 65535, noun="a port number")
 _positive_int = _int_type(1)
 _non_negative_int = _int_type(0)
+
+
+def _choice(choices: Sequence[str]) -> Callable[[str], str]:
+    """An argparse ``type`` for one of ``choices`` (all upper or all lower case), in any case:
+    ``info``, ``Info`` and ``INFO`` are ``INFO``."""
+    upper = all(choice.isupper() for choice in choices)
+
+    def parse(text: str) -> str:
+        value = text.strip().upper() if upper else text.strip().lower()
+        if value not in choices:
+            raise argparse.ArgumentTypeError(
+                f"expected one of {', '.join(choices)} (in any case), got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def _switch(text: str) -> bool:
+    """A switch's value in the environment: ``1``/``true``/``yes``/``on`` or their opposites,
+    in any case."""
+    word = text.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(
+        f"expected one of {'/'.join(_TRUE)} or {'/'.join(_FALSE)}, got {text!r}"
+    )
+
+
+def _queue_list(text: str) -> list[tuple[str, int]]:
+    """``SA_RIVER_QUEUES``: ``NAME=N`` items separated by commas (spaces around them ignored),
+    the same as one ``--queue`` per item."""
+    items = [item.strip() for item in text.split(",")]
+    queues = [_queue_limit(item) for item in items if item]
+    if not queues:
+        raise argparse.ArgumentTypeError(f"expected NAME=LIMIT[,NAME=LIMIT...], got {text!r}")
+    return queues
 
 
 def _given(value: object) -> bool:
@@ -458,47 +568,85 @@ def _job_timeout(seconds: float) -> timedelta | None:
     return timedelta(seconds=seconds) if seconds else None
 
 
+def _dest(flag: str) -> str:
+    """The attribute argparse stores ``flag`` in."""
+    return flag.removeprefix("--").replace("-", "_")
+
+
 @dataclass(frozen=True)
 class _WorkerOption:
     """One ``worker`` option, the only place it is defined: how argparse reads it (``flags``
-    and the ``add_argument`` keywords ``parse``), the :class:`~sa_river.config.WorkerConfig`
-    field it sets (through ``to_config``), if any, and what each supervised child is given
-    for it (``to_child``), so that a new option reaches the children without a second list.
+    and the ``add_argument`` keywords ``parse``), its ``default``, its environment variable
+    (:attr:`variable`) and how that variable's text is read (``from_env``, by default the
+    option's ``type``), the :class:`~sa_river.config.WorkerConfig` field it sets (through
+    ``to_config``), if any, and what each supervised child is given for it (``to_child``),
+    so that a new option reaches the environment, ``--help`` and the children without a
+    second list.
+
+    argparse itself stores ``None`` for an option not on the command line (the ``default``
+    here is never argparse's): :func:`_resolve_worker_options` then takes the variable's
+    value, or the default.
     """
 
     flags: tuple[str, ...]
     parse: Mapping[str, Any]
+    default: Any = None
     field: str | None = None
     to_config: Callable[[Any], Any] = lambda value: value
     to_child: ChildWords = _child_value
+    env_name: str | None = None
+    from_env: Callable[[str], Any] | None = None
 
     @property
     def dest(self) -> str:
         """The attribute argparse stores the option in."""
         return str(self.parse.get("dest") or _dest(self.flags[0]))
 
+    @property
+    def variable(self) -> str:
+        """The environment variable of the option: ``SA_RIVER_FOO_BAR`` for ``--foo-bar``."""
+        return self.env_name or ENV_PREFIX + _dest(self.flags[0]).upper()
+
+    def read_env(self, text: str) -> Any:
+        """The value of the variable's ``text``; :class:`argparse.ArgumentTypeError` if bad."""
+        read = self.from_env or self.parse.get("type") or str
+        return read(text)
+
+    def argparse_keywords(self) -> dict[str, Any]:
+        keywords = {**self.parse, "default": None}
+        keywords["help"] = f"{keywords.get('help', '')} [env: {self.variable}]".lstrip()
+        return keywords
+
 
 def _seconds_option(flag: str, field: str, default: float, help_text: str) -> _WorkerOption:
     return _WorkerOption(
         (flag,),
-        {
-            "type": _seconds,
-            "default": None,
-            "metavar": "S",
-            "help": f"{help_text} (default {default:g})",
-        },
+        {"type": _seconds, "metavar": "S", "help": f"{help_text} (default {default:g})"},
         field=field,
     )
 
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING")
+LOG_FORMATS = ("text", "json")
 
 _WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
     _WorkerOption(
         ("--app",),
         {
-            "required": True,
             "metavar": "MODULE:ATTR",
-            "help": "where your sa_river.Workers registry lives, e.g. myapp.jobs:workers",
+            "help": "required: your sa_river.Workers registry, or a function of no arguments "
+            "that returns one (called once in each worker process), e.g. myapp.jobs:workers "
+            "or myapp.jobs:create_workers",
         },
+    ),
+    _WorkerOption(
+        ("--app-dir",),
+        {
+            "metavar": "DIR",
+            "help": "directory put first on the import path for --app (default: the current "
+            "directory)",
+        },
+        default=".",
     ),
     _WorkerOption(
         ("--queue",),
@@ -508,29 +656,36 @@ _WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
             "type": _queue_limit,
             "metavar": "NAME=N",
             "help": "a queue and how many of its jobs run at once (repeatable; default: "
-            "default=100)",
+            "default=100); the variable takes them all, comma-separated",
         },
         field="queues",
         to_config=dict,
         to_child=_child_queues,
+        env_name=f"{ENV_PREFIX}QUEUES",
+        from_env=_queue_list,
     ),
     _WorkerOption(
         ("--id",),
-        {"dest": "client_id", "default": None, "help": "worker id (default: random)"},
+        {"dest": "client_id", "help": "worker id (default: random)"},
         field="client_id",
         to_child=_child_id,
     ),
     _WorkerOption(
         ("--poll-only",),
-        {"action": "store_true", "help": "never LISTEN (PgBouncer transaction mode)"},
+        {
+            "action": _SwitchNamingOption,
+            "help": "never LISTEN, fetch by polling only (PgBouncer transaction mode); "
+            "default off, and --no-poll-only turns it off whatever the variable says",
+        },
+        default=False,
         field="poll_only",
         to_child=_child_switch,
+        from_env=_switch,
     ),
     _WorkerOption(
         ("--job-timeout",),
         {
             "type": _seconds,
-            "default": None,
             "metavar": "S",
             "help": "default per-attempt timeout; 0 for none (default "
             f"{(config.JOB_TIMEOUT_DEFAULT or timedelta(0)).total_seconds():g})",
@@ -539,33 +694,41 @@ _WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
         to_config=_job_timeout,
     ),
     *(_seconds_option(*row) for row in _WORKER_SECONDS),
-    _WorkerOption(("--log-level",), {"default": "INFO", "choices": ["DEBUG", "INFO", "WARNING"]}),
+    _WorkerOption(
+        ("--log-level",),
+        {
+            "type": _choice(LOG_LEVELS),
+            "metavar": "LEVEL",
+            "help": "DEBUG (one line per attempt), INFO or WARNING, in any case (default INFO)",
+        },
+        default="INFO",
+    ),
     _WorkerOption(
         ("--log-format",),
         {
-            "default": "text",
-            "choices": ["text", "json"],
+            "type": _choice(LOG_FORMATS),
+            "metavar": "FORMAT",
             "help": "text: a line with key=value fields; json: one JSON object per line "
-            "(fields documented in docs/observability.md)",
+            "(fields documented in docs/observability.md) (default text)",
         },
+        default="text",
     ),
     _WorkerOption(
         ("--processes",),
         {
             "type": _positive_int,
-            "default": 1,
             "metavar": "N",
             "help": "run N worker processes under one supervisor that restarts any that die "
             "and forwards SIGTERM/SIGINT (default 1: this process is the worker); --queue "
             "limits apply to each process",
         },
+        default=1,
         to_child=_not_for_children,  # a child is one worker process
     ),
     _WorkerOption(
         ("--metrics-port",),
         {
             "type": _port,
-            "default": None,
             "metavar": "PORT",
             "help": "serve Prometheus metrics on http://HOST:PORT/metrics while the worker "
             "runs (needs: pip install 'sa_river[prometheus]'); 0 picks a free port, printed "
@@ -579,7 +742,6 @@ _WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
         {
             "dest": "metrics_host",
             "action": _StoreNamingOption,
-            "default": None,
             "metavar": "HOST",
             "help": f"address the metrics server listens on (default {METRICS_HOST_DEFAULT}: "
             "every interface, for a Prometheus on another machine; 127.0.0.1 for one on this "
@@ -589,26 +751,171 @@ _WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
 )
 """Every option of ``worker`` but ``--database-url``, in ``--help`` order."""
 
-_WORKER_FLAGS: dict[str, str] = {
-    option.field: option.flags[0] for option in _WORKER_OPTIONS if option.field is not None
+_OPTIONS_BY_DEST: dict[str, _WorkerOption] = {option.dest: option for option in _WORKER_OPTIONS}
+
+_FIELD_OPTIONS: dict[str, _WorkerOption] = {
+    option.field: option for option in _WORKER_OPTIONS if option.field is not None
 }
-"""The option behind each WorkerConfig field, so that a ConfigError names the flag."""
+"""The option behind each WorkerConfig field, so that a ConfigError names the option."""
 
 
-def _load_workers(spec: str) -> Any:
+def _resolve_worker_options(parser: CliParser, args: argparse.Namespace) -> None:
+    """Give every ``worker`` option its effective value, in ``args``: the command line's,
+    else its environment variable's, else its default. ``args.given_as`` records, for each
+    option that was given, the flag or the variable it came from, for error messages.
+
+    Called by :meth:`CliParser.parse_known_args` once the ``worker`` arguments are parsed,
+    so that a parsed ``worker`` namespace always holds the settings the worker runs with. A
+    malformed variable is an :class:`_EnvironmentValueError` naming it.
+    """
+    given_as: dict[str, str] = {}
+    for option in _WORKER_OPTIONS:
+        value = getattr(args, option.dest, None)
+        if value is not None:
+            typed = getattr(args, f"{option.dest}_option", None)
+            given_as[option.dest] = typed or option.flags[0]
+            continue
+        text = os.environ.get(option.variable, "").strip()
+        if text:
+            try:
+                value = option.read_env(text)
+            except argparse.ArgumentTypeError as exc:
+                raise _EnvironmentValueError(
+                    parser.prog, f"environment variable {option.variable}: {exc}"
+                ) from None
+            given_as[option.dest] = option.variable
+        else:
+            value = option.default
+        setattr(args, option.dest, value)
+    args.given_as = given_as
+    if not args.app:
+        parser.error(
+            f"the following arguments are required: --app (or the environment variable "
+            f"{_OPTIONS_BY_DEST['app'].variable})"
+        )
+
+
+def _named(args: argparse.Namespace, dest: str) -> str:
+    """How the user gave option ``dest``: its flag or its variable; the flag for a default."""
+    given_as: Mapping[str, str] = getattr(args, "given_as", {})
+    return given_as.get(dest) or _OPTIONS_BY_DEST[dest].flags[0]
+
+
+_APP_ACCEPTS = "a sa_river.Workers registry, or a function of no arguments that returns one"
+
+
+def _kind_of(value: object) -> str:
+    """What ``value`` is, for an error message: ``an int``, ``a flask.app.Flask``, ``None``..."""
+    import types
+
+    if value is None:
+        return "None"
+    if isinstance(value, types.ModuleType):
+        return f"the module {value.__name__!r}"
+    if isinstance(value, type):
+        return f"the class {_type_name(value)}"
+    if isinstance(value, types.FunctionType | types.MethodType | types.BuiltinFunctionType):
+        return "a function"
+    name = _type_name(type(value))
+    return f"{'an' if name[0].lower() in 'aeiou' else 'a'} {name}"
+
+
+def _type_name(cls: type) -> str:
+    module = cls.__module__
+    return cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
+
+
+def _use_app_dir(args: argparse.Namespace) -> str:
+    """Put ``--app-dir`` (absolute) first on ``sys.path``, as ``python -m`` does for the
+    current directory and the ``sa-river`` console script does not; return it."""
+    directory = os.path.abspath(str(args.app_dir))
+    if not os.path.isdir(directory):
+        absolute = "" if directory == args.app_dir else f" ({directory})"
+        raise CommandFailed(
+            f"{_named(args, 'app_dir')}: {args.app_dir!r} is not a directory{absolute}"
+        )
+    if sys.path[:1] != [directory]:
+        sys.path.insert(0, directory)
+    return directory
+
+
+def _app_given(args: argparse.Namespace) -> str:
+    """``--app myapp:workers`` or ``SA_RIVER_APP=myapp:workers``, as the user gave it."""
+    name = _named(args, "app")
+    return f"{name}={args.app}" if name.startswith(ENV_PREFIX) else f"{name} {args.app}"
+
+
+def _find_app(args: argparse.Namespace) -> Any:
+    """Import ``--app``'s module and return what ``ATTR`` names, checked to be a ``Workers``
+    or a callable taking no arguments; a one-line :class:`CommandFailed` otherwise."""
     from sa_river.workers import Workers
 
+    name, spec = _named(args, "app"), args.app
+    given = _app_given(args)
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
-        raise CommandFailed(f"--app must be MODULE:ATTR, got {spec!r}")
+        raise CommandFailed(f"{name} must be MODULE:ATTR, got {spec!r}")
+    directory = _use_app_dir(args)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise CommandFailed(f"cannot import {module_name!r} for --app: {exc}") from None
-    registry = getattr(module, attr, None)
-    if not isinstance(registry, Workers):
-        raise CommandFailed(f"{spec} is not a sa_river.Workers registry")
-    return registry
+        hint = ""
+        missing = getattr(exc, "name", None)
+        if missing and module_name.split(".")[0] == missing.split(".")[0]:
+            app_dir = _OPTIONS_BY_DEST["app_dir"]
+            hint = (
+                f" (searched {directory} first; {app_dir.flags[0]} or {app_dir.variable} "
+                "names another directory)"
+            )
+        raise CommandFailed(f"cannot import {module_name!r} for {name}: {exc}{hint}") from None
+    found: Any = module
+    for part in attr.split("."):
+        try:
+            found = getattr(found, part)
+        except AttributeError:
+            raise CommandFailed(
+                f"{given}: module {module_name!r} has no attribute {attr!r}"
+            ) from None
+    if isinstance(found, Workers):
+        return found
+    if not callable(found):
+        raise CommandFailed(f"{given} is {_kind_of(found)}; {name} takes {_APP_ACCEPTS}")
+    try:
+        signature = inspect.signature(found)
+    except (TypeError, ValueError):  # some builtins have none: their call will tell
+        return found
+    try:
+        signature.bind()
+    except TypeError:
+        raise CommandFailed(
+            f"{given} is {_kind_of(found)} that needs arguments {signature}; {name} takes "
+            f"{_APP_ACCEPTS}"
+        ) from None
+    return found
+
+
+def _load_workers(args: argparse.Namespace) -> Workers:
+    """The ``Workers`` registry of ``--app``: the object itself, or what its factory returns
+    (called here, so once per worker process)."""
+    from sa_river.workers import Workers
+
+    found = _find_app(args)
+    if isinstance(found, Workers):
+        return found
+    name, given = _named(args, "app"), _app_given(args)
+    registry = found()
+    if isinstance(registry, Workers):
+        return registry
+    if inspect.iscoroutine(registry):
+        registry.close()  # never awaited: no RuntimeWarning
+        raise CommandFailed(
+            f"{given} returned a coroutine: an async factory is not supported, make it a "
+            f"plain function; {name} takes {_APP_ACCEPTS}"
+        )
+    raise CommandFailed(
+        f"{given} returned {_kind_of(registry)}, not a sa_river.Workers registry; {name} "
+        f"takes {_APP_ACCEPTS}"
+    )
 
 
 def _database_url_or_embedded(args: argparse.Namespace, out: TextIO) -> str:
@@ -641,11 +948,14 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     # Before the database is looked at, and in the supervisor before any child starts: a bad
     # combination of settings is one error, not N children failing at start-up.
     worker_config = _worker_config(args)
-    registry = _load_workers(args.app)
+    if args.processes > 1:
+        # The supervisor checks that --app is there; a factory is called by each child only.
+        _find_app(args)
+        configure_logging(args.log_level, args.log_format)
+        return _run_supervisor(args, _database_url_or_embedded(args, out), out)
+    registry = _load_workers(args)
     configure_logging(args.log_level, args.log_format)
     url = _database_url_or_embedded(args, out)
-    if args.processes > 1:
-        return _run_supervisor(args, url, out)
     worker = Worker(url, registry, config=worker_config)
     # Bound before the worker starts, so a port in use fails before any job is fetched.
     metrics = _start_metrics(args, worker) if args.metrics_port is not None else None
@@ -664,7 +974,8 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
 
 def _worker_config(args: argparse.Namespace) -> config.WorkerConfig:
     """The ``WorkerConfig`` of ``worker``'s options; a bad one is a :class:`CommandFailed`
-    naming the options, not the fields, since options are what the user typed."""
+    naming the options (or the environment variables they came from), not the fields, since
+    those are what the user wrote."""
     settings: dict[str, Any] = {}
     for option in _WORKER_OPTIONS:
         value = getattr(args, option.dest)
@@ -675,33 +986,33 @@ def _worker_config(args: argparse.Namespace) -> config.WorkerConfig:
     except ConfigError as exc:
         message = str(exc)
         # Longest first: "rescue_heartbeat_ttl" must not be rewritten through "heartbeat_...".
-        for field in sorted(_WORKER_FLAGS, key=len, reverse=True):
-            message = re.sub(rf"\b{field}\b", _WORKER_FLAGS[field], message)
+        for field in sorted(_FIELD_OPTIONS, key=len, reverse=True):
+            name = _named(args, _FIELD_OPTIONS[field].dest)
+            message = re.sub(rf"\b{field}\b", name, message)
         raise CommandFailed(message) from None
-
-
-def _dest(flag: str) -> str:
-    """The attribute argparse stores ``flag`` in."""
-    return flag.removeprefix("--").replace("-", "_")
 
 
 def _check_metrics_options(args: argparse.Namespace) -> None:
     """Fail early and in one line if ``--metrics-port`` cannot work."""
     if args.metrics_port is None:
         if args.metrics_host is not None:
-            raise CommandFailed(f"{args.metrics_host_option} needs --metrics-port")
+            port = _OPTIONS_BY_DEST["metrics_port"]
+            needs = port.flags[0]
+            if _named(args, "metrics_host") == _OPTIONS_BY_DEST["metrics_host"].variable:
+                needs = f"{port.variable} (or {port.flags[0]})"
+            raise CommandFailed(f"{_named(args, 'metrics_host')} needs {needs}")
         return
     if args.metrics_host is None:
         args.metrics_host = METRICS_HOST_DEFAULT
     try:
         import sa_river.contrib.prometheus  # noqa: F401
     except ImportError as exc:
-        raise CommandFailed(f"--metrics-port: {exc}") from None
+        raise CommandFailed(f"{_named(args, 'metrics_port')}: {exc}") from None
     last = args.metrics_port + args.processes - 1
     if args.metrics_port and last > 65535:
         raise CommandFailed(
-            f"--metrics-port {args.metrics_port} with --processes {args.processes} needs ports "
-            f"up to {last}, past 65535"
+            f"{_named(args, 'metrics_port')} {args.metrics_port} with "
+            f"{_named(args, 'processes')} {args.processes} needs ports up to {last}, past 65535"
         )
 
 
@@ -717,9 +1028,11 @@ def _start_metrics(args: argparse.Namespace, worker: Worker) -> MetricsServer:
 
 
 def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
-    """The ``worker`` arguments of supervised child ``index``, built from the parsed options by
-    each one's ``to_child`` in :data:`_WORKER_OPTIONS`: the same options, except no
-    ``--processes``, ``--id X-<index + 1>`` for ``--id X`` and ``--metrics-port PORT+index``.
+    """The ``worker`` arguments of supervised child ``index``, built from the effective
+    options (command line, environment or default) by each one's ``to_child`` in
+    :data:`_WORKER_OPTIONS`: the same options, except no ``--processes``, ``--id
+    X-<index + 1>`` for ``--id X`` and ``--metrics-port PORT+index``. Each child's settings
+    are its argv alone: :func:`_child_environment` blanks the variables it inherits.
 
     The database URL is not among them: it goes to the child in its environment
     (:func:`_run_supervisor`), since any user can read any process's argv with ``ps`` and the
@@ -729,6 +1042,18 @@ def _child_argv(args: argparse.Namespace, index: int) -> list[str]:
     for option in _WORKER_OPTIONS:
         argv += option.to_child(option.flags[0], getattr(args, option.dest), index)
     return argv
+
+
+def _child_environment(url: str) -> dict[str, str]:
+    """What the supervisor adds to each child's (inherited) environment: the database URL, and
+    every worker option's variable set empty (unset, for the child), so that no setting
+    applies twice or differently: ``SA_RIVER_PROCESSES`` would make each child a supervisor,
+    ``SA_RIVER_ID`` give them all one id, ``SA_RIVER_POLL_ONLY`` undo ``--no-poll-only``."""
+    env = {option.variable: "" for option in _WORKER_OPTIONS}
+    # What the child reads when it has no --database-url: the resolved URL, which may be the
+    # embedded server's, or --database-url's when the environment holds another.
+    env[migrate.DATABASE_URL_ENV] = url
+    return env
 
 
 def _run_supervisor(args: argparse.Namespace, url: str, out: TextIO) -> int:
@@ -743,9 +1068,7 @@ def _run_supervisor(args: argparse.Namespace, url: str, out: TextIO) -> int:
         partial(_child_argv, args),
         args.processes,
         stop_timeout=shutdown + 15.0,
-        # What the child reads when it has no --database-url: the resolved URL, which may be
-        # the embedded server's, or --database-url's when the environment holds another.
-        env={migrate.DATABASE_URL_ENV: url},
+        env=_child_environment(url),
     )
     print(
         f"supervisor {os.getpid()} running {args.processes} worker processes; Ctrl-C to stop",
@@ -1090,6 +1413,10 @@ def main(
     except _UsageError as exc:
         exc.parser.print_usage(err)
         print(f"{exc.parser.prog}: error: {exc}", file=err)
+        return EXIT_USAGE
+    except _EnvironmentValueError as exc:
+        # The command line is fine: no usage line, just what is wrong with which variable.
+        print(f"{exc.prog}: error: {_one_line(str(exc))}", file=err)
         return EXIT_USAGE
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE

@@ -3,13 +3,28 @@ database involved."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import io
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from sa_river import cli
+
+WORKER_VARIABLES = [option.variable for option in cli._WORKER_OPTIONS]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No worker variable from the machine's environment, and ``sys.path`` as it was after the
+    test (``worker`` puts its ``--app-dir`` first on it)."""
+    for name in WORKER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys, "path", list(sys.path))
 
 
 def parse(*argv: str) -> dict[str, object]:
@@ -504,12 +519,15 @@ def test_every_worker_option_but_the_url_is_in_the_one_table() -> None:
         for flag in action.option_strings
         if action.dest not in ("help", "database_url")
     }
-    assert defined == {flag for option in cli._WORKER_OPTIONS for flag in option.flags}
+    # --poll-only is a BooleanOptionalAction: argparse adds --no-poll-only itself.
+    table = {flag for option in cli._WORKER_OPTIONS for flag in option.flags}
+    assert defined == table | {"--no-poll-only"}
 
 
 # Every worker option, each with a value other than its default.
 EVERY_WORKER_OPTION = {
     "--app": WORKER[1:],
+    "--app-dir": ["--app-dir", "/tmp"],
     "--queue": ["--queue", "mail=3", "--queue", "default=7"],
     "--id": ["--id", "w"],
     "--poll-only": ["--poll-only"],
@@ -523,8 +541,8 @@ EVERY_WORKER_OPTION = {
     "--completed-retention": ["--completed-retention", "3600"],
     "--cancelled-retention": ["--cancelled-retention", "0"],
     "--discarded-retention": ["--discarded-retention", "1e-05"],
-    "--log-level": ["--log-level", "DEBUG"],
-    "--log-format": ["--log-format", "json"],
+    "--log-level": ["--log-level", "debug"],
+    "--log-format": ["--log-format", "JSON"],
     "--processes": ["--processes", "3"],
     "--metrics-port": ["--metrics-port", "9100"],
     "--metrics-host": ["--metrics-addr", "::1"],
@@ -547,12 +565,27 @@ def test_a_supervised_child_parses_back_every_option_it_is_given() -> None:
             assert child[option.dest] == expected, option.flags[0]
 
 
+def _settings(args: argparse.Namespace) -> dict[str, object]:
+    """The effective worker options of a parsed namespace (not where they came from)."""
+    return {option.dest: getattr(args, option.dest) for option in cli._WORKER_OPTIONS}
+
+
 def test_a_supervised_child_of_defaults_gets_defaults() -> None:
     args = cli.build_parser().parse_args(WORKER)
     cli._check_metrics_options(args)
     child = cli._child_argv(args, 0)
-    assert child == ["worker", "--app", WORKER[2], "--log-level", "INFO", "--log-format", "text"]
-    assert vars(cli.build_parser().parse_args(child)) == vars(args)
+    assert child == [
+        "worker",
+        "--app",
+        WORKER[2],
+        "--app-dir",
+        ".",
+        "--log-level",
+        "INFO",
+        "--log-format",
+        "text",
+    ]
+    assert _settings(cli.build_parser().parse_args(child)) == _settings(args)
 
 
 def test_metrics_port_0_is_0_in_every_child() -> None:
@@ -566,3 +599,485 @@ def test_an_empty_id_is_a_random_one_in_the_worker_and_its_children() -> None:
     args = cli.build_parser().parse_args([*WORKER, "--id", ""])
     assert "--id" not in cli._child_argv(args, 0)
     assert cli._worker_config(args).client_id != ""
+
+
+# --- worker settings from the environment -----------------------------------------------------
+
+
+def _option(flag: str) -> cli._WorkerOption:
+    return next(option for option in cli._WORKER_OPTIONS if option.flags[0] == flag)
+
+
+def test_every_worker_option_has_its_own_variable_named_after_it() -> None:
+    variables = {option.flags[0]: option.variable for option in cli._WORKER_OPTIONS}
+    assert len(set(variables.values())) == len(variables)
+    for flag, variable in variables.items():
+        expected = "SA_RIVER_" + flag.removeprefix("--").replace("-", "_").upper()
+        assert variable == {"--queue": "SA_RIVER_QUEUES"}.get(flag, expected), flag
+    assert variables["--id"] == "SA_RIVER_ID"
+    assert variables["--app-dir"] == "SA_RIVER_APP_DIR"
+    assert variables["--metrics-host"] == "SA_RIVER_METRICS_HOST"  # not the old name's
+    # None of them is one the project already uses for something else.
+    assert not {"SA_RIVER_DATABASE_URL", "SA_RIVER_SUPERVISOR_PID"} & set(variables.values())
+
+
+def test_worker_help_lists_every_variable() -> None:
+    out = io.StringIO()
+    assert cli.main(["worker", "--help"], stdout=out, stderr=io.StringIO()) == cli.EXIT_OK
+    text = " ".join(out.getvalue().split())  # argparse wraps lines anywhere between words
+    for variable in [*WORKER_VARIABLES, "SA_RIVER_DATABASE_URL"]:
+        assert f"[env: {variable}]" in text, variable
+    assert "SA_RIVER_QUEUES=default=100,mail=5" in text
+    assert "--no-poll-only" in text
+
+
+# Every option: (command-line words, their value, the variable's text, its value). The two
+# values differ from each other and from the default.
+PRECEDENCE = {
+    "--app": (["--app", "flag.mod:workers"], "flag.mod:workers", "env.mod:w", "env.mod:w"),
+    "--app-dir": (["--app-dir", "/srv/a"], "/srv/a", "/srv/b", "/srv/b"),
+    "--queue": (
+        ["--queue", "a=1", "--queue", "b=2"],
+        [("a", 1), ("b", 2)],
+        "default=100, mail=5,",
+        [("default", 100), ("mail", 5)],
+    ),
+    "--id": (["--id", "flag-id"], "flag-id", "env-id", "env-id"),
+    "--poll-only": (["--no-poll-only"], False, "yes", True),
+    "--job-timeout": (["--job-timeout", "5"], 5.0, "0", 0.0),
+    "--poll-interval": (["--poll-interval", "2"], 2.0, "0.25", 0.25),
+    "--shutdown-timeout": (["--shutdown-timeout", "7"], 7.0, "9", 9.0),
+    "--heartbeat-interval": (["--heartbeat-interval", "2"], 2.0, "3", 3.0),
+    "--rescue-after": (["--rescue-after", "45"], 45.0, "60", 60.0),
+    "--rescuer-interval": (["--rescuer-interval", "15"], 15.0, "20", 20.0),
+    "--rescue-stuck-after": (["--rescue-stuck-after", "600"], 600.0, "700", 700.0),
+    "--completed-retention": (["--completed-retention", "3600"], 3600.0, "0", 0.0),
+    "--cancelled-retention": (["--cancelled-retention", "60"], 60.0, "1e3", 1000.0),
+    "--discarded-retention": (["--discarded-retention", "1"], 1.0, "2", 2.0),
+    "--log-level": (["--log-level", "warning"], "WARNING", "debug", "DEBUG"),
+    "--log-format": (["--log-format", "Text"], "text", "JSON", "json"),
+    "--processes": (["--processes", "3"], 3, "4", 4),
+    "--metrics-port": (["--metrics-port", "9100"], 9100, "9200", 9200),
+    "--metrics-host": (["--metrics-addr", "::1"], "::1", "127.0.0.1", "127.0.0.1"),
+}
+
+
+TWO_VALUED = {"--poll-only", "--log-format"}
+
+
+def test_the_precedence_table_covers_every_option() -> None:
+    assert set(PRECEDENCE) == {option.flags[0] for option in cli._WORKER_OPTIONS}
+    for flag, (_, flag_value, _, env_value) in PRECEDENCE.items():
+        assert flag_value != env_value, flag
+        assert _option(flag).default != env_value, flag
+        # An option of two values can only win over its variable by giving the default.
+        assert _option(flag).default != flag_value or flag in TWO_VALUED, flag
+
+
+def _parse_worker(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], env: dict[str, str]
+) -> dict[str, Any]:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    if "--app" not in argv and "SA_RIVER_APP" not in env:
+        argv = [*argv, "--app", "m:w"]
+    return vars(cli.build_parser().parse_args(["worker", *argv]))
+
+
+@pytest.mark.parametrize("flag", PRECEDENCE)
+def test_a_variable_sets_its_option(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    option = _option(flag)
+    _, _, text, value = PRECEDENCE[flag]
+    args = _parse_worker(monkeypatch, [], {option.variable: text})
+    assert args[option.dest] == value
+    assert args["given_as"][option.dest] == option.variable
+
+
+@pytest.mark.parametrize("flag", PRECEDENCE)
+def test_the_command_line_wins_over_the_variable(
+    flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    option = _option(flag)
+    words, value, text, _ = PRECEDENCE[flag]
+    args = _parse_worker(monkeypatch, words, {option.variable: text})
+    assert args[option.dest] == value
+    assert args["given_as"][option.dest] == words[0]
+
+
+@pytest.mark.parametrize("flag", PRECEDENCE)
+@pytest.mark.parametrize("text", [None, "", "  "], ids=["unset", "empty", "blank"])
+def test_without_either_the_option_has_its_default(
+    flag: str, text: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    option = _option(flag)
+    env = {} if text is None else {option.variable: text}
+    if flag == "--app":  # required: only where it comes from can vary
+        args = _parse_worker(monkeypatch, ["--app", "m:w"], env)
+        assert args["app"] == "m:w"
+        return
+    args = _parse_worker(monkeypatch, [], env)
+    assert args[option.dest] == option.default
+    assert option.dest not in args["given_as"]
+
+
+def test_a_bad_variable_is_not_read_when_its_option_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    args = _parse_worker(monkeypatch, ["--poll-interval", "2"], {"SA_RIVER_POLL_INTERVAL": "x"})
+    assert args["poll_interval"] == 2.0
+
+
+def test_variables_alone_build_the_same_config_as_the_flags(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    flags = [word for words, *_ in PRECEDENCE.values() for word in words]
+    from_flags = cli.build_parser().parse_args(["worker", *flags])
+    for flag, (words, _, _, _) in PRECEDENCE.items():
+        # The variable's text that means what the flag's words mean.
+        text = {
+            "--queue": "a=1,b=2",
+            "--poll-only": "false",
+            "--metrics-host": "::1",
+        }.get(flag, words[-1])
+        monkeypatch.setenv(_option(flag).variable, text)
+    from_env = cli.build_parser().parse_args(["worker"])
+    assert _settings(from_env) == _settings(from_flags)
+    assert cli._worker_config(from_env) == cli._worker_config(from_flags)
+    assert set(from_env.given_as.values()) == set(WORKER_VARIABLES)
+
+
+BAD_VARIABLES = [
+    ("SA_RIVER_POLL_INTERVAL", "soon", "expected seconds, got 'soon'"),
+    ("SA_RIVER_RESCUE_AFTER", "-1", "must not be negative, got '-1'"),
+    ("SA_RIVER_COMPLETED_RETENTION", "nan", "expected a finite number of seconds, got 'nan'"),
+    ("SA_RIVER_JOB_TIMEOUT", "1e20", "must be at most 1000000000 (about 31 years), got '1e20'"),
+    ("SA_RIVER_QUEUES", "default=100,mail", "expected NAME=LIMIT, got 'mail'"),
+    ("SA_RIVER_QUEUES", "mail=five", "limit of 'mail' must be an integer"),
+    ("SA_RIVER_QUEUES", ", ,", "expected NAME=LIMIT[,NAME=LIMIT...], got ', ,'"),
+    ("SA_RIVER_PROCESSES", "0", "must be at least 1, got 0"),
+    ("SA_RIVER_PROCESSES", "two", "expected an integer, got 'two'"),
+    ("SA_RIVER_METRICS_PORT", "70000", "must be between 0 and 65535, got 70000"),
+    ("SA_RIVER_POLL_ONLY", "maybe", "expected one of 1/true/yes/on or 0/false/no/off, got 'maybe'"),
+    (
+        "SA_RIVER_LOG_LEVEL",
+        "verbose",
+        "expected one of DEBUG, INFO, WARNING (in any case), got 'verbose'",
+    ),
+    ("SA_RIVER_LOG_FORMAT", "xml", "expected one of text, json (in any case), got 'xml'"),
+]
+
+
+@pytest.mark.parametrize(("variable", "value", "reason"), BAD_VARIABLES)
+def test_a_bad_variable_is_one_line_naming_the_variable_not_the_flag(
+    variable: str, value: str, reason: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(WORKER, stdout=out, stderr=err) == cli.EXIT_USAGE
+    assert err.getvalue() == (
+        f"sa-river worker: error: environment variable {variable}: {reason}\n"
+    )
+    flag = next(o.flags[0] for o in cli._WORKER_OPTIONS if o.variable == variable)
+    assert flag not in err.getvalue()
+    assert out.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("env", "flags", "message"),
+    [
+        (
+            {"SA_RIVER_HEARTBEAT_INTERVAL": "20"},
+            [],
+            "--rescue-after: must be at least 3 x SA_RIVER_HEARTBEAT_INTERVAL (60s), got 30s",
+        ),
+        (
+            {"SA_RIVER_HEARTBEAT_INTERVAL": "5", "SA_RIVER_RESCUE_AFTER": "10"},
+            [],
+            "SA_RIVER_RESCUE_AFTER: must be at least 3 x SA_RIVER_HEARTBEAT_INTERVAL (15s), "
+            "got 10s",
+        ),
+        (
+            {"SA_RIVER_RESCUE_AFTER": "10"},
+            ["--heartbeat-interval", "5"],
+            "SA_RIVER_RESCUE_AFTER: must be at least 3 x --heartbeat-interval (15s), got 10s",
+        ),
+        ({"SA_RIVER_POLL_INTERVAL": "0"}, [], "SA_RIVER_POLL_INTERVAL: must be positive"),
+        ({"SA_RIVER_QUEUES": "mail=0"}, [], "SA_RIVER_QUEUES: limit of queue 'mail'"),
+        (
+            {"SA_RIVER_METRICS_HOST": "127.0.0.1"},
+            [],
+            "SA_RIVER_METRICS_HOST needs SA_RIVER_METRICS_PORT (or --metrics-port)",
+        ),
+        (
+            {"SA_RIVER_METRICS_PORT": "65535", "SA_RIVER_PROCESSES": "2"},
+            [],
+            "SA_RIVER_METRICS_PORT 65535 with SA_RIVER_PROCESSES 2 needs ports up to 65536",
+        ),
+        ({"SA_RIVER_APP_DIR": "/no/such/dir"}, [], "SA_RIVER_APP_DIR: '/no/such/dir' is not a"),
+    ],
+)
+def test_contradicting_settings_name_the_variables_they_came_from(
+    env: dict[str, str], flags: list[str], message: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("prometheus_client")
+    monkeypatch.delenv("SA_RIVER_DATABASE_URL", raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main([*WORKER, *flags], stdout=out, stderr=err) == cli.EXIT_ERROR
+    assert err.getvalue().startswith(f"sa-river: error: {message}"), err.getvalue()
+    assert err.getvalue().count("\n") == 1
+
+
+def test_app_only_from_the_environment_and_missing_app_names_its_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    err = io.StringIO()
+    assert cli.main(["worker"], stdout=io.StringIO(), stderr=err) == cli.EXIT_USAGE
+    assert err.getvalue().startswith("usage: sa-river worker")
+    assert err.getvalue().splitlines()[-1] == (
+        "sa-river worker: error: the following arguments are required: --app "
+        "(or the environment variable SA_RIVER_APP)"
+    )
+    monkeypatch.setenv("SA_RIVER_APP", "sa_river.tools.demo:workers")
+    assert cli.build_parser().parse_args(["worker"]).app == "sa_river.tools.demo:workers"
+
+
+@pytest.mark.parametrize("text", ["info", "INFO", "Info", " iNfO "])
+def test_log_level_takes_any_case(text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert cli.build_parser().parse_args([*WORKER, "--log-level", text]).log_level == "INFO"
+    monkeypatch.setenv("SA_RIVER_LOG_LEVEL", text)
+    assert cli.build_parser().parse_args(WORKER).log_level == "INFO"
+
+
+def test_a_bad_log_level_on_the_command_line_is_a_usage_error_naming_the_flag() -> None:
+    err = io.StringIO()
+    argv = [*WORKER, "--log-level", "loud"]
+    assert cli.main(argv, stdout=io.StringIO(), stderr=err) == cli.EXIT_USAGE
+    assert err.getvalue().splitlines()[-1] == (
+        "sa-river worker: error: argument --log-level: expected one of DEBUG, INFO, WARNING "
+        "(in any case), got 'loud'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [(t, True) for t in ("1", "true", "TRUE", "yes", "On")]
+    + [(t, False) for t in ("0", "false", "No", "off")],
+)
+def test_poll_only_variable_spellings(
+    text: str, value: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SA_RIVER_POLL_ONLY", text)
+    assert cli.build_parser().parse_args(WORKER).poll_only is value
+    # Either way the command line wins, both ways.
+    assert cli.build_parser().parse_args([*WORKER, "--poll-only"]).poll_only is True
+    assert cli.build_parser().parse_args([*WORKER, "--no-poll-only"]).poll_only is False
+
+
+def test_queues_on_the_command_line_replace_the_variables_list(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SA_RIVER_QUEUES", "default=100,mail=5")
+    assert dict(cli._worker_config(cli.build_parser().parse_args(WORKER)).queues) == {
+        "default": 100,
+        "mail": 5,
+    }
+    args = cli.build_parser().parse_args([*WORKER, "--queue", "reports=2"])
+    assert dict(cli._worker_config(args).queues) == {"reports": 2}
+
+
+# --- supervised children and the environment ------------------------------------------------------
+
+
+def _child_settings(
+    args: argparse.Namespace, index: int, url: str, monkeypatch: pytest.MonkeyPatch
+) -> dict[str, object]:
+    """What child ``index`` parses: its argv, in the environment the supervisor gives it
+    (this one's, plus :func:`cli._child_environment`)."""
+    with monkeypatch.context() as m:
+        for name, value in cli._child_environment(url).items():
+            m.setenv(name, value)
+        return _settings(cli.build_parser().parse_args(cli._child_argv(args, index)))
+
+
+def test_children_of_a_supervisor_configured_by_the_environment_get_the_same_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for flag, (_, _, text, _) in PRECEDENCE.items():
+        monkeypatch.setenv(_option(flag).variable, text)
+    args = cli.build_parser().parse_args(["worker"])
+    cli._check_metrics_options(args)
+    assert args.processes == 4
+    for index in range(4):
+        child = _child_settings(args, index, "postgresql://db/app", monkeypatch)
+        expected = dict(
+            _settings(args), processes=1, client_id=f"env-id-{index + 1}", metrics_port=9200 + index
+        )
+        assert child == expected
+        # The children are runners, not supervisors of their own, and differ in their ids.
+        assert child["processes"] == 1
+
+
+def test_the_command_line_wins_in_the_children_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SA_RIVER_POLL_ONLY", "1")
+    monkeypatch.setenv("SA_RIVER_ID", "shared")
+    monkeypatch.setenv("SA_RIVER_LOG_LEVEL", "DEBUG")
+    argv = [*WORKER, "--processes", "2", "--no-poll-only", "--id", "", "--log-level", "warning"]
+    args = cli.build_parser().parse_args(argv)
+    for index in range(2):
+        child = _child_settings(args, index, "postgresql://db/app", monkeypatch)
+        assert child["poll_only"] is False
+        assert child["client_id"] is None  # a random id each, not "shared" for both
+        assert child["log_level"] == "WARNING"
+
+
+def test_children_get_the_url_and_every_worker_variable_blanked() -> None:
+    env = cli._child_environment("postgresql+psycopg://bob:SECRET@db/app")
+    assert env.pop("SA_RIVER_DATABASE_URL") == "postgresql+psycopg://bob:SECRET@db/app"
+    assert env == dict.fromkeys(WORKER_VARIABLES, "")
+
+
+# --- --app: a registry or a factory, imported from --app-dir --------------------------------------
+
+APP_MODULE = """
+import sa_river
+
+calls = []
+
+
+def _build():
+    workers = sa_river.Workers()
+
+    @workers.handler("hello")
+    def hello(job):
+        return None
+
+    return workers
+
+
+workers = _build()
+
+
+def create_workers():
+    calls.append(1)
+    return _build()
+
+
+def needs_config(config, *, debug=False):
+    return _build()
+
+
+def returns_dict():
+    return {"hello": None}
+
+
+async def async_factory():
+    return _build()
+
+
+settings = {"workers": 1}
+count = 3
+"""
+
+
+@pytest.fixture
+def app_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A module, in its own directory ``tmp_path / "app"`` (not on ``sys.path``), with a
+    registry, a factory and things that are neither; its name is unique to the test."""
+    name = f"cli_app_{tmp_path.name.replace('-', '_')}"
+    directory = tmp_path / "app"
+    directory.mkdir()
+    (directory / f"{name}.py").write_text(APP_MODULE)
+    monkeypatch.chdir(tmp_path)
+    yield name
+    sys.modules.pop(name, None)
+
+
+def _worker_args(*argv: str) -> argparse.Namespace:
+    return cli.build_parser().parse_args(["worker", *argv])
+
+
+def test_app_names_a_registry(app_module: str) -> None:
+    from sa_river import Workers
+
+    registry = cli._load_workers(_worker_args("--app", f"{app_module}:workers", "--app-dir", "app"))
+    assert isinstance(registry, Workers)
+    assert registry is sys.modules[app_module].workers
+
+
+def test_app_names_a_factory_called_once(app_module: str) -> None:
+    from sa_river import Workers
+
+    args = _worker_args("--app", f"{app_module}:create_workers", "--app-dir", "app")
+    registry = cli._load_workers(args)
+    assert isinstance(registry, Workers)
+    assert "hello" in registry.kinds()
+    assert sys.modules[app_module].calls == [1]
+    # The supervisor's check imports the module and finds the factory without calling it.
+    assert cli._find_app(args) is sys.modules[app_module].create_workers
+    assert sys.modules[app_module].calls == [1]
+
+
+@pytest.mark.parametrize(
+    ("attr", "problem"),
+    [
+        ("settings", "is a dict"),
+        ("count", "is an int"),
+        ("returns_dict", "returned a dict, not a sa_river.Workers registry"),
+        ("async_factory", "returned a coroutine: an async factory is not supported"),
+        ("needs_config", "is a function that needs arguments (config, *, debug=False)"),
+        ("nothing", "module '{module}' has no attribute 'nothing'"),
+    ],
+)
+@pytest.mark.parametrize("from_env", [False, True], ids=["option", "environment"])
+def test_app_that_is_neither_is_one_line_saying_what_it_found_and_what_it_takes(
+    attr: str, problem: str, from_env: bool, app_module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SA_RIVER_DATABASE_URL", raising=False)
+    spec = f"{app_module}:{attr}"
+    if from_env:
+        monkeypatch.setenv("SA_RIVER_APP", spec)
+        monkeypatch.setenv("SA_RIVER_APP_DIR", "app")
+        argv, given, name = ["worker"], f"SA_RIVER_APP={spec}", "SA_RIVER_APP"
+    else:
+        argv, given, name = ["worker", "--app", spec, "--app-dir", "app"], f"--app {spec}", "--app"
+    out, err = io.StringIO(), io.StringIO()
+    assert cli.main(argv, stdout=out, stderr=err) == cli.EXIT_ERROR
+    message = err.getvalue()
+    assert message.count("\n") == 1, message
+    assert message.startswith(f"sa-river: error: {given}")
+    assert problem.format(module=app_module) in message
+    if attr != "nothing":
+        assert message.rstrip().endswith(
+            f"{name} takes a sa_river.Workers registry, or a function of no arguments that "
+            "returns one"
+        )
+    assert out.getvalue() == ""
+
+
+def test_app_is_imported_from_the_app_dir_first(app_module: str, tmp_path: Path) -> None:
+    args = _worker_args("--app", f"{app_module}:workers", "--app-dir", "app")
+    cli._load_workers(args)
+    assert sys.path[0] == str(tmp_path / "app")
+    assert sys.modules[app_module].__file__ == str(tmp_path / "app" / f"{app_module}.py")
+
+
+def test_app_dir_defaults_to_the_current_directory(app_module: str, tmp_path: Path) -> None:
+    # The module is in ./app, not in the current directory: not found, and the error says
+    # where it looked and how to look elsewhere.
+    err = io.StringIO()
+    argv = ["worker", "--app", f"{app_module}:workers"]
+    assert cli.main(argv, stdout=io.StringIO(), stderr=err) == cli.EXIT_ERROR
+    assert err.getvalue() == (
+        f"sa-river: error: cannot import '{app_module}' for --app: No module named "
+        f"'{app_module}' (searched {tmp_path} first; --app-dir or SA_RIVER_APP_DIR names "
+        "another directory)\n"
+    )
+    assert sys.path[0] == str(tmp_path)
+
+
+def test_bad_app_spec_is_one_line() -> None:
+    err = io.StringIO()
+    assert cli.main(["worker", "--app", "nocolon"], stdout=io.StringIO(), stderr=err) == 1
+    assert err.getvalue() == "sa-river: error: --app must be MODULE:ATTR, got 'nocolon'\n"
