@@ -469,7 +469,9 @@ class Executor:
         """Report the attempt's outcome exactly once, however many parties try. ``value``:
         what the handler returned (``exc`` None), recorded as the job's output."""
         job_id = running.job.row.id
-        if exc is None and value is not COMPLETED_IN_SESSION:
+        output = None
+        recorded = value is not None or running.job._output is not None
+        if exc is None and recorded and value is not COMPLETED_IN_SESSION:
             try:
                 output = encoded_output(running.job, value)
             except Exception as not_json:

@@ -140,8 +140,14 @@ class Invoker:
         self._sessions: HandlerSessions = sessions  # type: ignore[assignment]
         if handler.is_async:
             self._async_chain: tuple[WrapAsync, ...] = middleware_chain(wrappers, is_async=True)
+            plain = not self._async_chain
         else:
             self._sync_chain: tuple[WrapSync, ...] = middleware_chain(wrappers, is_async=False)
+            plain = not self._sync_chain
+        if plain and handler.session is None:
+            # Nothing around the handler: the executor calls it directly (the common case, and
+            # a closure and a loop per job less).
+            self.call = self.call_async = handler.fn  # type: ignore[method-assign]
 
     # -- sync -----------------------------------------------------------------------------
 
