@@ -213,10 +213,22 @@ def _insert_many_statement(*, unique: bool) -> Any:
     plain_insert = pg_insert(job_table).from_select(
         [*COPY_COLUMNS, "unique_key", "unique_states"], rows
     )
-    insert = _returning_duplicates(plain_insert, unique).returning(
-        *job_table.c,
-        literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
-    )
+    if unique:
+        insert = _returning_duplicates(plain_insert, unique).returning(
+            *job_table.c,
+            literal_column("(xmax <> 0)", Boolean).label("unique_skipped_as_duplicate"),
+        )
+    else:
+        # Nothing can be a duplicate: only what the server decided comes back (and the queue,
+        # for the notification), so the CTE does not hold a copy of every row's args.
+        insert = plain_insert.returning(
+            job_table.c.id,
+            job_table.c.state,
+            job_table.c.created_at,
+            job_table.c.scheduled_at,
+            job_table.c.queue,
+            literal_column("false", Boolean).label("unique_skipped_as_duplicate"),
+        )
     inserted = insert.cte("inserted")
     # One notification per queue that received a new available job, sent in the inserting
     # transaction so listeners hear of it only on commit.
@@ -230,6 +242,14 @@ def _insert_many_statement(*, unique: bool) -> Any:
         .subquery("woken")
     )
     notified = select(func.count(notify_insert(woken.c.queue))).scalar_subquery()
+    if not unique:
+        return select(
+            inserted.c.id,
+            inserted.c.state,
+            inserted.c.created_at,
+            inserted.c.scheduled_at,
+            notified.label("notified"),
+        )
     # A new row holds what was sent plus the server's defaults: only those come back for it
     # (the rest is NULL), and the client builds the JobRow from what it sent. A duplicate
     # comes back whole, being another job. Decoding every new row's args and metadata JSON
@@ -377,8 +397,18 @@ def job_insert_many(
     if not params:
         return []
     unique = any(p.unique_key is not None for p in params)
-    statement = _INSERT_MANY_UNIQUE if unique else _INSERT_MANY
-    result = statement.rows(conn, {"jobs": _jobs_document(params)})
+    document = _jobs_document(params)
+    if not unique:
+        result = _INSERT_MANY.rows(conn, {"jobs": document})
+        if len(result) != len(params):
+            raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
+        # New rows get ids in input order (the SELECT is ordered).
+        result.sort(key=_id)
+        return [
+            (_fresh_job_row(p, job_id, state, created_at, scheduled_at), False)
+            for p, (job_id, state, created_at, scheduled_at, _) in zip(params, result, strict=True)
+        ]
+    result = _INSERT_MANY_UNIQUE.rows(conn, {"jobs": document})
     if len(result) != len(params):
         raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
     # New rows get ids in input order (the SELECT is ordered); duplicates are matched by key.
@@ -438,7 +468,8 @@ _STATE_COLUMN_AT = tuple(job_table.c.keys()).index("state")
 _CREATED_AT = tuple(job_table.c.keys()).index("created_at")
 _SCHEDULED_AT = tuple(job_table.c.keys()).index("scheduled_at")
 _SKIPPED_AT = len(job_table.c)
-"""Positions in :data:`_INSERT_MANY`'s rows: the table's columns, then the duplicate flag."""
+"""Positions in :data:`_INSERT_MANY_UNIQUE`'s rows: the table's columns, then the duplicate
+flag (:data:`_INSERT_MANY` returns only id, state, created_at and scheduled_at)."""
 
 
 def _id(row: Sequence[Any]) -> int:
