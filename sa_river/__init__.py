@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from sa_river.args import JobArgs
 from sa_river.config import WorkerConfig
 from sa_river.control import (
+    JobFilters,
     cancel_job,
     cancel_job_async,
     cancel_jobs,
@@ -91,6 +92,7 @@ __all__ = [
     "JobArgs",
     "JobCancel",
     "JobDiscard",
+    "JobFilters",
     "JobRetry",
     "JobRow",
     "JobRunningError",

@@ -5,7 +5,7 @@ runs in its transaction: commit to make the change stick. Each has an ``_async``
 ``AsyncSession``, ``AsyncConnection`` or ``AsyncEngine``, which runs the same statement.
 
 :func:`list_jobs` and the bulk changes (:func:`cancel_jobs`, :func:`retry_jobs`,
-:func:`delete_jobs`) take the same filters, checked by one builder (:func:`_job_filter`) and
+:func:`delete_jobs`) take the same filters, checked by one builder (``_job_filter``) and
 sent as bound parameters; each bulk change is one set-based statement.
 
 >>> sa_river.cancel_job(session, job_id)          # doctest: +SKIP
@@ -15,11 +15,12 @@ sent as bound parameters; each bulk change is one set-based statement.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, Literal, TypeGuard, TypeVar
+from typing import Any, Literal, TypedDict, TypeGuard, TypeVar
 
 from sqlalchemy import Connection
+from typing_extensions import Unpack
 
 from sa_river._targets import AsyncTarget, SyncTarget, run_async, run_sync
 from sa_river.errors import FieldError, JobRunningError
@@ -43,6 +44,7 @@ from sa_river.types import JobRow, JobState
 from sa_river.workers import Job
 
 __all__ = [
+    "JobFilters",
     "cancel_job",
     "cancel_job_async",
     "cancel_jobs",
@@ -82,36 +84,18 @@ def get_job(target: SyncTarget, job_id: int) -> JobRow | None:
 def list_jobs(
     target: SyncTarget,
     *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
     order_by: Literal["id", "created_at", "scheduled_at", "finalized_at", "priority"] = "id",
     descending: bool = False,
     after: JobRow | None = None,
     after_id: int | None = None,
     limit: int = 100,
+    **filters: Unpack[JobFilters],
 ) -> list[JobRow]:
     """Jobs matching every given filter, ``limit`` (at least 1) at a time, in ``order_by``
     order (``descending`` if asked), the job id breaking ties.
 
-    Filters (``None``, the default, does not filter):
-
-    - ``states``, ``queues``, ``kinds``, ``priorities``, ``ids``: jobs whose value is any of
-      those given. An empty list matches no job.
-    - ``tags``: jobs having **all** of the given tags (``tags @> ...``; a job may have more).
-      Give at least one tag.
-    - ``created_after``/``created_before``, ``scheduled_after``/``scheduled_before``,
-      ``finalized_after``/``finalized_before``: timezone-aware datetimes bounding the column,
-      ``after <= column < before``. A ``finalized_*`` bound only matches finalised jobs.
+    ``filters`` are :class:`JobFilters` (states, queues, kinds, tags, priorities, ids and time
+    bounds), all of which must match; with none, every job is listed.
 
     Ordering: ``order_by`` is one of ``"id"`` (the default), ``"created_at"``,
     ``"scheduled_at"``, ``"finalized_at"`` or ``"priority"`` (1, River's most urgent, first
@@ -134,20 +118,7 @@ def list_jobs(
         )
     """
     statement = _list_statement(
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
         order_by,
         descending,
         after,
@@ -196,39 +167,64 @@ def _list_statement(
     )
 
 
-def _job_filter(
-    *,
-    states: object = None,
-    queues: object = None,
-    kinds: object = None,
-    tags: object = None,
-    priorities: object = None,
-    ids: object = None,
-    created_after: object = None,
-    created_before: object = None,
-    scheduled_after: object = None,
-    scheduled_before: object = None,
-    finalized_after: object = None,
-    finalized_before: object = None,
-) -> JobFilter:
+class JobFilters(TypedDict, total=False):
+    """The filters :func:`list_jobs` and the bulk changes (:func:`cancel_jobs`,
+    :func:`retry_jobs`, :func:`delete_jobs`) take as keyword arguments. A job matches when it
+    matches every filter given; ``None`` does not filter.
+
+    - ``states``, ``queues``, ``kinds``, ``priorities``, ``ids``: jobs whose value is any of
+      those given. An empty list matches no job.
+    - ``tags``: jobs having **all** of the given tags (``tags @> ...``; a job may have more).
+      Give at least one tag.
+    - ``created_after``/``created_before``, ``scheduled_after``/``scheduled_before``,
+      ``finalized_after``/``finalized_before``: timezone-aware datetimes bounding the column,
+      ``after <= column < before``. A ``finalized_*`` bound only matches finalised jobs.
+    """
+
+    states: Sequence[JobState | str] | None
+    queues: Sequence[str] | None
+    kinds: Sequence[str] | None
+    tags: Sequence[str] | None
+    priorities: Sequence[int] | None
+    ids: Sequence[int] | None
+    created_after: datetime | None
+    created_before: datetime | None
+    scheduled_after: datetime | None
+    scheduled_before: datetime | None
+    finalized_after: datetime | None
+    finalized_before: datetime | None
+
+
+_FILTER_NAMES = tuple(JobFilters.__annotations__)
+
+
+def _job_filter(filters: Mapping[str, object]) -> JobFilter:
     """The filters of :func:`list_jobs` and the bulk changes, checked: the one place they are
-    read. Raises :class:`~sa_river.FieldError` naming the first bad argument."""
-    checked_tags = _values("tags", tags, _string)
+    read. Raises :class:`~sa_river.FieldError` naming the first bad argument, and
+    ``TypeError`` for a name that is not a filter."""
+    unknown = sorted(set(filters) - set(_FILTER_NAMES))
+    if unknown:
+        raise TypeError(
+            f"unknown filter {', '.join(map(repr, unknown))}; the filters are "
+            f"{', '.join(_FILTER_NAMES)}"
+        )
+    get = filters.get
+    checked_tags = _values("tags", get("tags"), _string)
     if checked_tags == ():
         raise FieldError("tags", "give at least one tag (None does not filter by tags)")
     return JobFilter(
-        ids=_values("ids", ids, _job_id),
-        states=_values("states", states, _state),
-        queues=_values("queues", queues, _string),
-        kinds=_values("kinds", kinds, _string),
-        priorities=_values("priorities", priorities, _priority),
+        ids=_values("ids", get("ids"), _job_id),
+        states=_values("states", get("states"), _state),
+        queues=_values("queues", get("queues"), _string),
+        kinds=_values("kinds", get("kinds"), _string),
+        priorities=_values("priorities", get("priorities"), _priority),
         tags=checked_tags,
-        created_after=_aware("created_after", created_after),
-        created_before=_aware("created_before", created_before),
-        scheduled_after=_aware("scheduled_after", scheduled_after),
-        scheduled_before=_aware("scheduled_before", scheduled_before),
-        finalized_after=_aware("finalized_after", finalized_after),
-        finalized_before=_aware("finalized_before", finalized_before),
+        created_after=_aware("created_after", get("created_after")),
+        created_before=_aware("created_before", get("created_before")),
+        scheduled_after=_aware("scheduled_after", get("scheduled_after")),
+        scheduled_before=_aware("scheduled_before", get("scheduled_before")),
+        finalized_after=_aware("finalized_after", get("finalized_after")),
+        finalized_before=_aware("finalized_before", get("finalized_before")),
     )
 
 
@@ -338,19 +334,7 @@ def _delete_statement(job_id: int) -> _Statement[JobRow | None]:
 
 def cancel_jobs(
     target: SyncTarget,
-    *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
+    **filters: Unpack[JobFilters],
 ) -> list[int]:
     """Cancel every job the filters match, as :func:`cancel_job` cancels one, in one
     statement: those not running become ``cancelled`` at once; each running one is told
@@ -371,39 +355,14 @@ def cancel_jobs(
     statement = _bulk_statement(
         "cancel_jobs",
         job_cancel_many,
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
     )
     return run_sync(target, statement, what="cancel_jobs")
 
 
 def retry_jobs(
     target: SyncTarget,
-    *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
+    **filters: Unpack[JobFilters],
 ) -> list[int]:
     """Retry every job the filters match, as :func:`retry_job` retries one, in one statement:
     each one not running becomes available now (an available one already due is left alone)
@@ -419,20 +378,7 @@ def retry_jobs(
     statement = _bulk_statement(
         "retry_jobs",
         job_retry_many,
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
     )
     return run_sync(target, statement, what="retry_jobs")
 
@@ -440,19 +386,8 @@ def retry_jobs(
 def delete_jobs(
     target: SyncTarget,
     *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
     limit: int | None = None,
+    **filters: Unpack[JobFilters],
 ) -> list[int]:
     """Delete every job the filters match, in one statement, except running ones: a bulk
     delete never deletes a running job, it leaves it in place (no error; see
@@ -471,20 +406,7 @@ def delete_jobs(
     statement = _bulk_statement(
         "delete_jobs",
         _delete_many(limit),
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
     )
     return run_sync(target, statement, what="delete_jobs")
 
@@ -562,40 +484,16 @@ async def get_job_async(target: AsyncTarget, job_id: int) -> JobRow | None:
 async def list_jobs_async(
     target: AsyncTarget,
     *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
     order_by: Literal["id", "created_at", "scheduled_at", "finalized_at", "priority"] = "id",
     descending: bool = False,
     after: JobRow | None = None,
     after_id: int | None = None,
     limit: int = 100,
+    **filters: Unpack[JobFilters],
 ) -> list[JobRow]:
     """Async twin of :func:`list_jobs`."""
     statement = _list_statement(
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
         order_by,
         descending,
         after,
@@ -622,76 +520,26 @@ async def delete_job_async(target: AsyncTarget, job_id: int) -> JobRow | None:
 
 async def cancel_jobs_async(
     target: AsyncTarget,
-    *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
+    **filters: Unpack[JobFilters],
 ) -> list[int]:
     """Async twin of :func:`cancel_jobs`."""
     statement = _bulk_statement(
         "cancel_jobs",
         job_cancel_many,
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
     )
     return await run_async(target, statement, what="cancel_jobs")
 
 
 async def retry_jobs_async(
     target: AsyncTarget,
-    *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
+    **filters: Unpack[JobFilters],
 ) -> list[int]:
     """Async twin of :func:`retry_jobs`."""
     statement = _bulk_statement(
         "retry_jobs",
         job_retry_many,
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
     )
     return await run_async(target, statement, what="retry_jobs")
 
@@ -699,38 +547,14 @@ async def retry_jobs_async(
 async def delete_jobs_async(
     target: AsyncTarget,
     *,
-    states: Sequence[JobState | str] | None = None,
-    queues: Sequence[str] | None = None,
-    kinds: Sequence[str] | None = None,
-    tags: Sequence[str] | None = None,
-    priorities: Sequence[int] | None = None,
-    ids: Sequence[int] | None = None,
-    created_after: datetime | None = None,
-    created_before: datetime | None = None,
-    scheduled_after: datetime | None = None,
-    scheduled_before: datetime | None = None,
-    finalized_after: datetime | None = None,
-    finalized_before: datetime | None = None,
     limit: int | None = None,
+    **filters: Unpack[JobFilters],
 ) -> list[int]:
     """Async twin of :func:`delete_jobs`."""
     statement = _bulk_statement(
         "delete_jobs",
         _delete_many(limit),
-        _job_filter(
-            states=states,
-            queues=queues,
-            kinds=kinds,
-            tags=tags,
-            priorities=priorities,
-            ids=ids,
-            created_after=created_after,
-            created_before=created_before,
-            scheduled_after=scheduled_after,
-            scheduled_before=scheduled_before,
-            finalized_after=finalized_after,
-            finalized_before=finalized_before,
-        ),
+        _job_filter(filters),
     )
     return await run_async(target, statement, what="delete_jobs")
 

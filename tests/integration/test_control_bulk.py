@@ -644,3 +644,9 @@ class TestAsyncTwins:
             "delete": [waiting, discarded],
         }
         assert job(engine, running).state is S.RUNNING
+
+
+def test_a_misspelt_filter_is_refused_naming_it_and_the_real_ones(engine: Engine) -> None:
+    for call in (sa_river.list_jobs, sa_river.cancel_jobs, sa_river.delete_jobs):
+        with pytest.raises(TypeError, match=r"unknown filter 'state'; the filters are states,"):
+            call(engine, state=["available"])  # type: ignore[call-arg]

@@ -22,6 +22,7 @@ EXPECTED_PUBLIC_NAMES = {
     "JobArgs",
     "JobCancel",
     "JobDiscard",
+    "JobFilters",
     "JobRetry",
     "JobRow",
     "JobRunningError",
