@@ -13,11 +13,16 @@ Commands::
     status  [--database-url URL] [--json]                  leader, live workers, job counts
     bench   [-n N] [--processes P] [--concurrency C] ...   sa_river beside a raw-SQL ceiling
 
-``--database-url`` defaults to the ``SA_RIVER_DATABASE_URL`` environment variable, which is
-the better place for a URL with a password: ``ps`` shows every process's argv to every user.
-A URL is checked before anything connects (PostgreSQL, a known and installed synchronous
-driver, a numeric port, at most one ``@``). ``worker``, ``demo`` and ``bench`` with no URL at
-all start an embedded PostgreSQL (data in ``./.sa_river/``); ``worker`` and ``demo`` migrate it.
+Every command finds its database by one rule (:func:`sa_river.migrate.resolve_database_url`):
+``--database-url``, else the environment variable ``SA_RIVER_DATABASE_URL``, else
+``DATABASE_URL`` (an empty variable counts as unset). A variable is the better place for a URL
+with a password: ``ps`` shows every process's argv to every user. A URL is checked before
+anything connects (PostgreSQL, a known and installed synchronous driver, a numeric port, at most
+one ``@``); a bad one from a variable is reported with the variable's name. ``worker``, ``demo``
+and ``bench`` with no URL anywhere start an embedded PostgreSQL (data in ``./.sa_river/``;
+``worker`` and ``demo`` migrate it) and say so in a WARNING on stderr: a worker on a private,
+empty database would otherwise wait there forever without a word. ``migrate``, ``enqueue`` and
+``status`` never do: tables, a job or counts in a database nobody else uses would only mislead.
 ``migrate down`` has no default target on purpose: removing the queue's tables (and its jobs)
 must be asked for by name (``--target base``).
 
@@ -86,6 +91,8 @@ __all__ = [
     "redact_url",
 ]
 
+logger = logging.getLogger("sa_river.cli")
+
 PROG = "sa-river"
 METRICS_HOST_DEFAULT = "0.0.0.0"
 EXIT_OK = 0
@@ -145,8 +152,9 @@ def build_parser() -> CliParser:
     parser = CliParser(
         prog=PROG,
         description="sa_river: a PostgreSQL job queue on SQLAlchemy, sharing River's tables.",
-        epilog="Commands that use a database take --database-url (default "
-        f"${migrate.DATABASE_URL_ENV}). Exit codes: 0 success; 1 an error, printed as one "
+        epilog="Commands that use a database take --database-url; without it the URL is "
+        f"${migrate.DATABASE_URL_ENV}, else ${migrate.DATABASE_URL_FALLBACK_ENV}. Exit codes: "
+        "0 success; 1 an error, printed as one "
         "line on stderr (unreachable database, tables missing or out of date, bad URL...); "
         "2 a usage error. Add --help after a command for its options.",
     )
@@ -161,19 +169,26 @@ def build_parser() -> CliParser:
     return parser
 
 
-def _add_database_url(parser: CliParser, *, env_tag: bool = False) -> None:
-    """``--database-url``; ``env_tag``: say where its variable is as the other options of
-    the command do (``[env: ...]``), rather than as its default."""
-    env = migrate.DATABASE_URL_ENV
+def _add_database_url(parser: CliParser, *, env_tag: bool = False, embedded: bool = False) -> None:
+    """``--database-url``, its help saying the order it is looked for in; ``env_tag``: name its
+    variables as the other options of the command do (``[env: ...]``), rather than as its
+    default; ``embedded``: the command falls back to the embedded PostgreSQL."""
+    first, then = migrate.DATABASE_URL_ENVS
+    fallback = (
+        "; with none anywhere, an embedded PostgreSQL in ./.sa_river/ (a warning says so)"
+        if embedded
+        else ""
+    )
+    secret = "a variable is the better place for a password: ps shows every command's arguments "
     parser.add_argument(
         "--database-url",
         metavar="URL",
         default=None,
-        help=f"SQLAlchemy URL of the database; the environment variable is the better place "
-        f"for a password: ps shows every command's arguments to every user [env: {env}]"
+        help=f"SQLAlchemy URL of the database, else ${first}, else ${then}{fallback}; {secret}"
+        f"to every user [env: {first}, then {then}]"
         if env_tag
-        else f"SQLAlchemy URL of the database (default: ${env}, the better place for a "
-        "password: ps shows every command's arguments to every user)",
+        else f"SQLAlchemy URL of the database (default: ${first}, else ${then}{fallback}); "
+        f"{secret}to every user",
     )
 
 
@@ -241,17 +256,22 @@ def add_migrate_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
 
 
 def _given_database_url(args: argparse.Namespace) -> str | None:
-    """``--database-url`` or ``$SA_RIVER_DATABASE_URL``, checked; ``None`` when neither is set."""
-    url: str | None = args.database_url or migrate.database_url_from_env()
-    return None if url is None else _check_database_url(url)
+    """The command's database URL by :func:`sa_river.migrate.resolve_database_url`'s rule
+    (``--database-url``, ``$SA_RIVER_DATABASE_URL``, ``$DATABASE_URL``), checked; ``None`` when
+    none is set."""
+    found = migrate.resolve_database_url(getattr(args, "database_url", None))
+    return None if found is None else _check_database_url(found)
+
+
+_NO_DATABASE_URL = "pass --database-url or set {} (or {})".format(*migrate.DATABASE_URL_ENVS)
 
 
 def _database_url(args: argparse.Namespace) -> str:
+    """The command's database URL; a :class:`CommandFailed` when there is none: ``migrate``,
+    ``enqueue`` and ``status`` have no embedded fallback."""
     url = _given_database_url(args)
     if not url:
-        raise CommandFailed(
-            f"no database URL: pass --database-url or set {migrate.DATABASE_URL_ENV}"
-        )
+        raise CommandFailed(f"no database URL: {_NO_DATABASE_URL}")
     return url
 
 
@@ -448,7 +468,7 @@ def add_worker_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         "list).",
     )
     # Given to supervised children in their environment, never in their argv: not in the table.
-    _add_database_url(parser, env_tag=True)
+    _add_database_url(parser, env_tag=True, embedded=True)
     for option in _WORKER_OPTIONS:
         parser.add_argument(*option.flags, **option.argparse_keywords())
     parser.set_defaults(handler=cmd_worker)
@@ -714,6 +734,18 @@ _WORKER_OPTIONS: tuple[_WorkerOption, ...] = (
         default="text",
     ),
     _WorkerOption(
+        ("--log-jobs",),
+        {
+            "action": _SwitchNamingOption,
+            "help": "log one INFO line per finished attempt (event=job_done: job id, kind, "
+            "queue, attempt, how it ended, duration), even at --log-level WARNING; default "
+            "off, and --no-log-jobs turns it off whatever the variable says",
+        },
+        default=False,
+        to_child=_child_switch,
+        from_env=_switch,
+    ),
+    _WorkerOption(
         ("--processes",),
         {
             "type": _positive_int,
@@ -918,9 +950,9 @@ def _load_workers(args: argparse.Namespace) -> Workers:
     )
 
 
-def _database_url_or_embedded(args: argparse.Namespace, out: TextIO) -> str:
-    from sa_river.embedded import EMBEDDED_DATA_DIR_DEFAULT, embedded_database_url
-
+def _database_url_or_embedded(args: argparse.Namespace) -> str:
+    """The URL of ``worker`` and ``demo``: the given one, its river tables checked to be
+    current; else the embedded PostgreSQL's, migrated to head, after a warning."""
     url = _given_database_url(args)
     if url:
         heads = migrate.command_current(url)
@@ -930,12 +962,29 @@ def _database_url_or_embedded(args: argparse.Namespace, out: TextIO) -> str:
                 f"(at {_describe(heads)}): run python -m sa_river migrate up"
             )
         return url
-    url = embedded_database_url()
+    url = _embedded_database_url(args.command)
     migrate.command_upgrade(url)
-    print(
-        f"no database URL given: using an embedded PostgreSQL (data in "
-        f"{EMBEDDED_DATA_DIR_DEFAULT}/), migrated to head",
-        file=out,
+    return url
+
+
+def _embedded_database_url(command: str) -> str:
+    """Start (or reuse) the embedded PostgreSQL and say so as a WARNING on stderr (through
+    logging, so that it comes in the worker's ``--log-format``; logging is configured first).
+
+    Loud on purpose: a worker that found no URL would otherwise wait on an empty database of its
+    own, forever and without a word, while the application's jobs pile up elsewhere.
+    """
+    from sa_river.embedded import EMBEDDED_DATA_DIR_DEFAULT, embedded_database_url
+
+    url = embedded_database_url()
+    logger.warning(
+        "no database URL given (--database-url, %s and %s are all unset): %s runs on an "
+        "embedded PostgreSQL private to this directory, data in %s; to use your database, %s",
+        *migrate.DATABASE_URL_ENVS,
+        command,
+        EMBEDDED_DATA_DIR_DEFAULT.resolve(),
+        _NO_DATABASE_URL,
+        extra={"event": "embedded_database"},
     )
     return url
 
@@ -951,11 +1000,11 @@ def cmd_worker(args: argparse.Namespace, out: TextIO) -> int:
     if args.processes > 1:
         # The supervisor checks that --app is there; a factory is called by each child only.
         _find_app(args)
-        configure_logging(args.log_level, args.log_format)
-        return _run_supervisor(args, _database_url_or_embedded(args, out), out)
+        configure_logging(args.log_level, args.log_format, log_jobs=args.log_jobs)
+        return _run_supervisor(args, _database_url_or_embedded(args), out)
     registry = _load_workers(args)
-    configure_logging(args.log_level, args.log_format)
-    url = _database_url_or_embedded(args, out)
+    configure_logging(args.log_level, args.log_format, log_jobs=args.log_jobs)
+    url = _database_url_or_embedded(args)
     worker = Worker(url, registry, config=worker_config)
     # Bound before the worker starts, so a port in use fails before any job is fetched.
     metrics = _start_metrics(args, worker) if args.metrics_port is not None else None
@@ -1149,7 +1198,7 @@ def add_demo_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         description="Enqueue demo jobs (sa_river.tools.demo) and run a worker until they "
         "are all finished. With no database URL an embedded PostgreSQL is used.",
     )
-    _add_database_url(parser)
+    _add_database_url(parser, embedded=True)
     parser.add_argument("-n", "--count", type=int, default=300, help="jobs to enqueue")
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--timeout", type=_seconds, default=120.0, metavar="S")
@@ -1161,7 +1210,7 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from sa_river.tools.demo import run_demo
 
     configure_logging("WARNING")
-    url = _database_url_or_embedded(args, out)
+    url = _database_url_or_embedded(args)
     finished = run_demo(
         url, count=args.count, concurrency=args.concurrency, timeout=args.timeout, out=out
     )
@@ -1287,7 +1336,7 @@ def add_bench_parser(commands: argparse._SubParsersAction[CliParser]) -> None:
         "the ratio of each sa_river figure to its ceiling. With no database URL the embedded "
         "PostgreSQL is used. Progress goes to stderr.",
     )
-    _add_database_url(parser)
+    _add_database_url(parser, embedded=True)
     parser.add_argument("-n", type=_positive_int, default=20000, help="jobs per workload")
     parser.add_argument(
         "--processes",
@@ -1337,9 +1386,13 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
             f"unknown workload(s) {', '.join(unknown) or '(none)'}; choose from "
             + ", ".join(WORKLOADS)
         )
-    server_url, note = default_server_url(_given_database_url(args))
-    if note:
-        print(note, file=sys.stderr)
+    url = _given_database_url(args)
+    if url is None:
+        from sa_river.logfmt import configure_logging
+
+        configure_logging("WARNING")  # for the warning: a run on it measures no server of yours
+        url = _embedded_database_url(args.command)
+    server_url, _ = default_server_url(url)
     options = BenchOptions(
         server_url=server_url,
         n=args.n,
@@ -1356,13 +1409,16 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 # --- database URLs and error reporting --------------------------------------------------------
 
 
-def _check_database_url(url: str) -> str:
-    """``url`` as the command line's engines use it (:func:`~sa_river.urls.command_line_url`),
-    or :class:`CommandFailed` with its one-line reason."""
+def _check_database_url(found: migrate.DatabaseUrlSource) -> str:
+    """The URL found as the command line's engines use it
+    (:func:`~sa_river.urls.command_line_url`), or :class:`CommandFailed` with its one-line
+    reason, naming the variable it came from (``DATABASE_URL`` may be an application's URL the
+    user never thought of as the queue's)."""
     try:
-        return command_line_url(url)
+        return command_line_url(found.url)
     except DatabaseUrlError as exc:
-        raise CommandFailed(exc.reason) from None
+        where = "" if found.source.startswith("-") else f"environment variable {found.source}: "
+        raise CommandFailed(f"{where}{exc.reason}") from None
 
 
 def _one_line(text: str) -> str:
@@ -1424,7 +1480,8 @@ def main(
     try:
         return handler(args, out)
     except _KNOWN_ERRORS as exc:
-        url = getattr(args, "database_url", None) or migrate.database_url_from_env()
+        found = migrate.resolve_database_url(getattr(args, "database_url", None))
+        url = None if found is None else found.url
         print(f"{PROG}: error: {_one_line(_error_message(exc, url))}", file=err)
         return EXIT_ERROR
 

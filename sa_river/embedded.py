@@ -1,12 +1,15 @@
 """An embedded PostgreSQL for trying sa_river with nothing installed (internal).
 
-``python -m sa_river worker`` and ``demo`` use it when no database URL is given: a server from
+``python -m sa_river worker``, ``demo`` and ``bench`` use it when no database URL is given
+anywhere (no ``--database-url``, ``SA_RIVER_DATABASE_URL`` or ``DATABASE_URL``): a server from
 the ``pgserver`` wheel (``pip install 'sa_river[embedded]'``), data under ``./.sa_river/``,
-stopped when the process exits.
+stopped when the process exits. It is private to that directory, so the command line warns
+loudly whenever it is used: a worker on it sees none of the application's jobs.
 """
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -30,8 +33,12 @@ def embedded_database_url(data_dir: Path = EMBEDDED_DATA_DIR_DEFAULT) -> str:
         raise ConfigError(
             "database_url",
             "no database URL given and the embedded server is not installed: pass "
-            "--database-url (or set SA_RIVER_DATABASE_URL), or pip install 'sa_river[embedded]'",
+            "--database-url (or set SA_RIVER_DATABASE_URL or DATABASE_URL), or pip install "
+            "'sa_river[embedded]'",
         ) from None
+    chatter = logging.getLogger("pgserver")  # each initdb/pg_ctl run, at INFO, many lines
+    if chatter.level == logging.NOTSET:
+        chatter.setLevel(logging.WARNING)
     data_dir.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -72,7 +72,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, TextIO, TypeAlias
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO, TypeAlias
 
 import alembic.op
 from alembic import command
@@ -91,12 +91,15 @@ if TYPE_CHECKING:
 __all__ = [
     "BRANCH_LABEL",
     "DATABASE_URL_ENV",
+    "DATABASE_URL_ENVS",
+    "DATABASE_URL_FALLBACK_ENV",
     "LOCK_KEY",
     "RIVER_ENUM_NAMES",
     "RIVER_FUNCTION_NAMES",
     "RIVER_TABLE_NAMES",
     "SCRIPT_LOCATION",
     "VERSION_TABLE",
+    "DatabaseUrlSource",
     "alembic_config",
     "command_current",
     "command_downgrade",
@@ -108,6 +111,7 @@ __all__ = [
     "head_revisions",
     "include_name",
     "migration_lock",
+    "resolve_database_url",
     "script_directory",
     "upgrade",
 ]
@@ -122,7 +126,15 @@ SCRIPT_LOCATION = "sa_river:migrations"
 """The shipped Alembic script directory, as a package resource."""
 
 DATABASE_URL_ENV = "SA_RIVER_DATABASE_URL"
-"""Environment variable read for the database URL when none is given."""
+"""Environment variable read first for the database URL when none is given."""
+
+DATABASE_URL_FALLBACK_ENV = "DATABASE_URL"
+"""Read when ``SA_RIVER_DATABASE_URL`` is not set: the name hosting platforms and most
+applications give their database URL, so that the queue finds the application's database
+without being told twice."""
+
+DATABASE_URL_ENVS = (DATABASE_URL_ENV, DATABASE_URL_FALLBACK_ENV)
+"""The variables read for the database URL, first match wins (:func:`resolve_database_url`)."""
 
 LOCK_KEY = 0x73615F7269766572
 """Key of the advisory lock held while migrating: the bytes of ``b"sa_river"`` as a bigint."""
@@ -401,6 +413,37 @@ def command_sql(revision: str = "heads", start: str | None = None) -> str:
     return buffer.getvalue()
 
 
+class DatabaseUrlSource(NamedTuple):
+    """A database URL and where it was found: ``--database-url`` or the variable's name."""
+
+    url: str
+    source: str
+
+
+def resolve_database_url(
+    given: str | None = None, *, option: str = "--database-url"
+) -> DatabaseUrlSource | None:
+    """The database URL by the one rule of every command: ``given`` (what ``option`` was set
+    to), else ``$SA_RIVER_DATABASE_URL``, else ``$DATABASE_URL``; ``None`` when none is set.
+
+    Spaces around a value are dropped (a secret file's trailing newline), and an empty value
+    counts as unset, as for every ``SA_RIVER_*`` variable, so a variable can be blanked without
+    being unset. The URL is returned unchecked (:func:`sa_river.urls.command_line_url` checks
+    it); ``source`` names where it was found, for messages about it: an application's
+    ``DATABASE_URL`` that the command line cannot use should be named as such, not shown as a
+    URL the user never typed.
+    """
+    if given and given.strip():
+        return DatabaseUrlSource(given.strip(), option)
+    for variable in DATABASE_URL_ENVS:
+        value = os.environ.get(variable, "").strip()
+        if value:
+            return DatabaseUrlSource(value, variable)
+    return None
+
+
 def database_url_from_env() -> str | None:
-    """``SA_RIVER_DATABASE_URL``, or ``None`` when unset or empty."""
-    return os.environ.get(DATABASE_URL_ENV) or None
+    """The URL of :func:`resolve_database_url` with nothing given: ``$SA_RIVER_DATABASE_URL``,
+    else ``$DATABASE_URL``; ``None`` when neither is set (or both are empty)."""
+    found = resolve_database_url()
+    return None if found is None else found.url

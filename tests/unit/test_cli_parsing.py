@@ -20,9 +20,10 @@ WORKER_VARIABLES = [option.variable for option in cli._WORKER_OPTIONS]
 
 @pytest.fixture(autouse=True)
 def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No worker variable from the machine's environment, and ``sys.path`` as it was after the
-    test (``worker`` puts its ``--app-dir`` first on it)."""
-    for name in WORKER_VARIABLES:
+    """No worker variable and no ``DATABASE_URL`` (the last place every command looks for its
+    URL) from the machine's environment, and ``sys.path`` as it was after the test (``worker``
+    puts its ``--app-dir`` first on it)."""
+    for name in [*WORKER_VARIABLES, "DATABASE_URL"]:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(sys, "path", list(sys.path))
 
@@ -109,7 +110,8 @@ def test_missing_database_url_is_an_error_not_a_traceback(
     out, err = io.StringIO(), io.StringIO()
     assert cli.main(["migrate", "current"], stdout=out, stderr=err) == cli.EXIT_ERROR
     assert err.getvalue() == (
-        "sa-river: error: no database URL: pass --database-url or set SA_RIVER_DATABASE_URL\n"
+        "sa-river: error: no database URL: pass --database-url or set SA_RIVER_DATABASE_URL "
+        "(or DATABASE_URL)\n"
     )
 
 
@@ -240,27 +242,30 @@ URL_COMMANDS = [
 ]
 
 
-@pytest.mark.parametrize("from_env", [False, True], ids=["option", "environment"])
+@pytest.mark.parametrize("source", ["--database-url", "SA_RIVER_DATABASE_URL", "DATABASE_URL"])
 @pytest.mark.parametrize("command", URL_COMMANDS)
 @pytest.mark.parametrize(("url", "message"), BAD_URLS)
 def test_bad_database_url_is_one_line_hiding_the_password_and_creating_nothing(
     command: list[str],
     url: str,
     message: str,
-    from_env: bool,
+    source: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    """From wherever it came, a URL the command line cannot use is refused before anything
+    connects; one found in a variable is named by it (``DATABASE_URL`` may well hold an
+    application's URL that the user never meant for the queue)."""
     monkeypatch.chdir(tmp_path)
-    if from_env:
-        monkeypatch.setenv("SA_RIVER_DATABASE_URL", url)
-        argv = command
+    monkeypatch.delenv("SA_RIVER_DATABASE_URL", raising=False)
+    if source == "--database-url":
+        argv, where = [*command, "--database-url", url], ""
     else:
-        monkeypatch.delenv("SA_RIVER_DATABASE_URL", raising=False)
-        argv = [*command, "--database-url", url]
+        monkeypatch.setenv(source, url)
+        argv, where = command, f"environment variable {source}: "
     out, err = io.StringIO(), io.StringIO()
     assert cli.main(argv, stdout=out, stderr=err) == cli.EXIT_ERROR
-    assert err.getvalue() == f"sa-river: error: {message}\n"
+    assert err.getvalue() == f"sa-river: error: {where}{message}\n"
     assert "SECRET" not in err.getvalue() + out.getvalue()
     assert "PART2" not in err.getvalue() + out.getvalue()
     assert list(tmp_path.iterdir()) == []  # no sqlite file, no embedded server's data
@@ -269,15 +274,13 @@ def test_bad_database_url_is_one_line_hiding_the_password_and_creating_nothing(
 def test_postgres_scheme_is_accepted_as_postgresql_with_psycopg() -> None:
     # Heroku and libpq spell it postgres://; SQLAlchemy alone would not load a dialect for it,
     # and without a driver SQLAlchemy 2.0 would pick psycopg2, which sa_river does not install.
+    def checked(url: str) -> str | None:
+        return cli._given_database_url(argparse.Namespace(database_url=url))
+
+    assert checked("postgres://bob:pw@db/app") == "postgresql+psycopg://bob:pw@db/app"
+    assert checked("postgresql://bob:pw@db/app") == "postgresql+psycopg://bob:pw@db/app"
     assert (
-        cli._check_database_url("postgres://bob:pw@db/app") == "postgresql+psycopg://bob:pw@db/app"
-    )
-    assert (
-        cli._check_database_url("postgresql://bob:pw@db/app")
-        == "postgresql+psycopg://bob:pw@db/app"
-    )
-    assert (
-        cli._check_database_url("postgresql+psycopg://bob:pw@db:5433/app?sslmode=require")
+        checked("postgresql+psycopg://bob:pw@db:5433/app?sslmode=require")
         == "postgresql+psycopg://bob:pw@db:5433/app?sslmode=require"
     )
 
@@ -519,9 +522,9 @@ def test_every_worker_option_but_the_url_is_in_the_one_table() -> None:
         for flag in action.option_strings
         if action.dest not in ("help", "database_url")
     }
-    # --poll-only is a BooleanOptionalAction: argparse adds --no-poll-only itself.
+    # The switches are BooleanOptionalActions: argparse adds their --no-... itself.
     table = {flag for option in cli._WORKER_OPTIONS for flag in option.flags}
-    assert defined == table | {"--no-poll-only"}
+    assert defined == table | {"--no-poll-only", "--no-log-jobs"}
 
 
 # Every worker option, each with a value other than its default.
@@ -543,6 +546,7 @@ EVERY_WORKER_OPTION = {
     "--discarded-retention": ["--discarded-retention", "1e-05"],
     "--log-level": ["--log-level", "debug"],
     "--log-format": ["--log-format", "JSON"],
+    "--log-jobs": ["--log-jobs"],
     "--processes": ["--processes", "3"],
     "--metrics-port": ["--metrics-port", "9100"],
     "--metrics-host": ["--metrics-addr", "::1"],
@@ -625,8 +629,9 @@ def test_worker_help_lists_every_variable() -> None:
     out = io.StringIO()
     assert cli.main(["worker", "--help"], stdout=out, stderr=io.StringIO()) == cli.EXIT_OK
     text = " ".join(out.getvalue().split())  # argparse wraps lines anywhere between words
-    for variable in [*WORKER_VARIABLES, "SA_RIVER_DATABASE_URL"]:
+    for variable in WORKER_VARIABLES:
         assert f"[env: {variable}]" in text, variable
+    assert "[env: SA_RIVER_DATABASE_URL, then DATABASE_URL]" in text
     assert "SA_RIVER_QUEUES=default=100,mail=5" in text
     assert "--no-poll-only" in text
 
@@ -656,13 +661,14 @@ PRECEDENCE = {
     "--discarded-retention": (["--discarded-retention", "1"], 1.0, "2", 2.0),
     "--log-level": (["--log-level", "warning"], "WARNING", "debug", "DEBUG"),
     "--log-format": (["--log-format", "Text"], "text", "JSON", "json"),
+    "--log-jobs": (["--no-log-jobs"], False, "on", True),
     "--processes": (["--processes", "3"], 3, "4", 4),
     "--metrics-port": (["--metrics-port", "9100"], 9100, "9200", 9200),
     "--metrics-host": (["--metrics-addr", "::1"], "::1", "127.0.0.1", "127.0.0.1"),
 }
 
 
-TWO_VALUED = {"--poll-only", "--log-format"}
+TWO_VALUED = {"--poll-only", "--log-format", "--log-jobs"}
 
 
 def test_the_precedence_table_covers_every_option() -> None:
@@ -737,6 +743,7 @@ def test_variables_alone_build_the_same_config_as_the_flags(
         text = {
             "--queue": "a=1,b=2",
             "--poll-only": "false",
+            "--log-jobs": "off",
             "--metrics-host": "::1",
         }.get(flag, words[-1])
         monkeypatch.setenv(_option(flag).variable, text)
