@@ -61,7 +61,14 @@ __all__ = [
 A = TypeVar("A")
 JobArgsT = TypeVar("JobArgsT", bound=JobArgs)
 
-_UNSET: Any = object()
+
+class _WorkerDefault:
+    def __repr__(self) -> str:
+        return "WORKER_DEFAULT"
+
+
+WORKER_DEFAULT: Any = _WorkerDefault()
+"""The default of a handler's ``timeout``: the worker's own ``job_timeout``."""
 _CANCEL_EVENT_LOCK = threading.Lock()
 
 
@@ -208,7 +215,7 @@ class Handler:
     fn: Callable[..., Any]
     decode: Callable[[Mapping[str, Any]], Any]
     is_async: bool
-    timeout: timedelta | Any | None = _UNSET
+    timeout: timedelta | Any | None = WORKER_DEFAULT
     retry: RetryPolicy | None = None
     session: SessionWanted = None
     """``"sync"``/``"async"``: the handler takes a ``Session``/``AsyncSession`` second."""
@@ -218,7 +225,7 @@ class Handler:
 
     def timeout_or(self, default: timedelta | None) -> timedelta | None:
         """This kind's timeout, or ``default`` when the handler did not set one."""
-        return default if self.timeout is _UNSET else self.timeout
+        return default if self.timeout is WORKER_DEFAULT else self.timeout
 
 
 def _identity(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -308,7 +315,7 @@ class Workers:
         self,
         args_type: type[JobArgs] | str,
         *,
-        timeout: timedelta | None = _UNSET,
+        timeout: timedelta | None = WORKER_DEFAULT,
         retry: RetryPolicy | None = None,
         middleware: Sequence[MiddlewareLike] = (),
         on_error: ErrorHandler | None = None,
@@ -340,7 +347,7 @@ class Workers:
         args_type: type[JobArgs] | str,
         fn: Callable[..., Any],
         *,
-        timeout: timedelta | None = _UNSET,
+        timeout: timedelta | None = WORKER_DEFAULT,
         retry: RetryPolicy | None = None,
         middleware: Sequence[MiddlewareLike] = (),
         on_error: ErrorHandler | None = None,
@@ -358,7 +365,7 @@ class Workers:
             )
         if kind in self._handlers:
             raise InvalidJobError("kind", f"a handler for {kind!r} is already registered")
-        if timeout is not _UNSET and timeout is not None and timeout <= timedelta(0):
+        if timeout is not WORKER_DEFAULT and timeout is not None and timeout <= timedelta(0):
             raise InvalidJobError("timeout", f"must be positive or None, got {timeout}")
         if on_error is not None and not callable(on_error):
             raise InvalidJobError("on_error", "must be a function (job, error) -> outcome")

@@ -4,7 +4,9 @@ Where the server comes from, first match wins:
 
 1. ``SA_RIVER_TEST_DATABASE_URL`` (any database on the server; tests create their own);
 2. a server answering on ``127.0.0.1:5432`` as ``postgres`` (trust auth);
-3. an embedded server started from the ``pgserver`` wheel for this session.
+3. an embedded server started from the ``pgserver`` wheel for this session, and stopped at its
+   end (``embedded_server``; tests/integration/test_test_database.py checks that nothing of it
+   is left running).
 
 A template database is migrated once per session with the shipped Alembic revisions; each test
 that asks for ``db_url`` gets a copy of it (``CREATE DATABASE ... TEMPLATE``, ~50 ms), and
@@ -14,6 +16,7 @@ run in any order and may open as many connections as they like.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import uuid
@@ -40,7 +43,11 @@ def _libpq_dsn(url: URL) -> str:
     return url.set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-def _embedded_server_url(tmp_root: str) -> URL:
+@contextlib.contextmanager
+def embedded_server() -> Iterator[URL]:
+    """An embedded server from the ``pgserver`` wheel, in a new temporary directory, for the
+    ``with`` block: stopped at its end, before its directory is deleted (deleting it first
+    leaves the server running with nothing that can stop it)."""
     # pgserver (through platformdirs) warns at import time when XDG_RUNTIME_DIR is unset, and
     # the suite turns warnings into errors: import and start it with warnings silenced.
     with warnings.catch_warnings():
@@ -52,9 +59,15 @@ def _embedded_server_url(tmp_root: str) -> URL:
                 "no PostgreSQL answers on 127.0.0.1:5432 and pgserver is not installed: "
                 "pip install 'sa_river[embedded]' or set SA_RIVER_TEST_DATABASE_URL"
             ) from exc
-        server = pgserver.get_server(tmp_root, cleanup_mode="stop")
-    uri = make_url(server.get_uri())
-    return uri.set(drivername="postgresql+psycopg", password=None)
+    with tempfile.TemporaryDirectory(prefix="sa_river_pg_") as tmp_root:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            server = pgserver.get_server(tmp_root, cleanup_mode="stop")
+        try:
+            uri = make_url(server.get_uri())
+            yield uri.set(drivername="postgresql+psycopg", password=None)
+        finally:
+            server.cleanup()  # pg_ctl stop, while the data directory still exists
 
 
 @pytest.fixture(scope="session")
@@ -71,8 +84,8 @@ def server_url() -> Iterator[URL]:
     if _answers(local):
         yield local
         return
-    with tempfile.TemporaryDirectory(prefix="sa_river_pg_") as tmp_root:
-        yield _embedded_server_url(tmp_root)
+    with embedded_server() as url:
+        yield url
 
 
 class DatabaseFactory:

@@ -1,6 +1,6 @@
 """Every code example in the documentation runs, against a real, freshly migrated database.
 
-The convention (also in docs/index.md, "Writing documentation"):
+The convention (also in CONTRIBUTING.md, "Writing documentation"):
 
 - Every fenced ```python block of README.md and docs/**/*.md is executed. The blocks of one page
   run in order, in one namespace (a module of their own), like a doctest session: a later block
@@ -13,6 +13,14 @@ The convention (also in docs/index.md, "Writing documentation"):
 - A block that cannot run on its own (a fragment of a file, a file that another test runs) is
   preceded by ``<!-- docs-test: skip (REASON) -->`` on the line before its fence, where REASON
   names what runs it instead. Use it sparingly: the rule is that every example runs.
+- A python block with a title (```` ```python title="myapp/jobs.py" ````, which the site shows
+  as the file's name) is a file the reader writes, not code they run: it is written to that
+  path, relative to the page's working directory, which is first on ``sys.path``. A later block
+  of the page imports it (``from myapp.jobs import SendWelcome``), as the reader's own code
+  would, and must: a file block nothing imports fails the page.
+- A page that is a whole project, files and shell commands run in order
+  (``PROJECT_PAGES``: docs/quickstart.md), is run by the test named there instead, in a
+  temporary folder and subprocesses. Both tests honour the same skip markers.
 - A ``--8<-- "path"`` line inside a block (pymdownx.snippets) is replaced by that file, as the
   site shows it.
 - Examples must clean up after themselves: a ``sa_river.Worker`` they start must be stopped
@@ -32,6 +40,7 @@ import asyncio
 import contextlib
 import doctest
 import gc
+import importlib
 import io
 import re
 import shlex
@@ -57,7 +66,10 @@ PAGES = sorted(
     key=lambda p: p.relative_to(ROOT).as_posix(),
 )
 
-_FENCE = re.compile(r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\s]*)")
+_FENCE = re.compile(
+    r"^(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>[^`\s]*)(?P<attrs>[^`]*)$"
+)
+_TITLE = re.compile(r'\btitle="(?P<title>[^"]+)"')
 _MARKER = re.compile(r"^\s*<!--\s*docs-test:\s*(?P<what>.*?)\s*-->\s*$")
 _SKIP = re.compile(r"^skip \((?P<reason>.+)\)$")
 _SNIPPET = re.compile(r"""^\s*-{1,}8<-{1,}\s+["']([^"']+)["']\s*$""")
@@ -74,6 +86,13 @@ class Block:
     language: str
     code: str
     skip: str | None  # the reason given by a docs-test: skip marker
+    attrs: str = ""  # the rest of the fence line: title="...", hl_lines="..."
+
+    @property
+    def file(self) -> str | None:
+        """The path of a file block (```python title="myapp/jobs.py"```), else ``None``."""
+        title = _TITLE.search(self.attrs)
+        return title.group("title") if title else None
 
 
 def page_id(path: Path) -> str:
@@ -126,7 +145,8 @@ def parse_markdown(text: str, page: str) -> list[Block]:
                 )
             skip = skipped.group("reason")
             pending = None
-        blocks.append(Block(page, i + 1, language, "\n".join(body) + "\n", skip))
+        code = "\n".join(body) + "\n"
+        blocks.append(Block(page, i + 1, language, code, skip, opening.group("attrs").strip()))
         i = j + 1
     if pending is not None:
         raise AssertionError(f"{page}:{pending[0]}: a docs-test marker with no fence")
@@ -144,6 +164,11 @@ def expand_snippets(code: str) -> str:
 
 def pages_with(languages: set[str]) -> list[Path]:
     return [p for p in PAGES if any(b.language in languages for b in parse_blocks(p))]
+
+
+PROJECT_PAGES = {"docs/quickstart.md": "tests/integration/test_quickstart.py"}
+"""Pages followed as a whole project (files written, shell commands run in a temporary
+folder), by the test named here, rather than run block by block in this process."""
 
 
 # --- python and sql examples -----------------------------------------------------------------
@@ -231,8 +256,40 @@ def engines_created() -> Iterator[list[Engine]]:
         event.remove(Engine, "engine_connect", remember)
 
 
+def _write_file(block: Block, root: Path) -> Path:
+    """Write a file block where its title says, under ``root``."""
+    assert block.file is not None
+    relative = Path(block.file)
+    if relative.is_absolute() or ".." in relative.parts:
+        pytest.fail(f"{block.page}:{block.line}: a file block's title is a relative path")
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(expand_snippets(block.code))
+    importlib.invalidate_caches()
+    return path
+
+
+def _forget_modules_under(root: Path) -> list[str]:
+    """Remove from ``sys.modules`` what was imported from files under ``root``; their names."""
+    forgotten = []
+    for name, module in list(sys.modules.items()):
+        places = [getattr(module, "__file__", None), *(getattr(module, "__path__", None) or [])]
+        if any(place and Path(place).is_relative_to(root) for place in places):
+            del sys.modules[name]
+            forgotten.append(name)
+    return forgotten
+
+
+def _imported(path: Path) -> bool:
+    return any(getattr(m, "__file__", None) == str(path) for m in list(sys.modules.values()))
+
+
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("path", pages_with({"python", "sql"}), ids=page_id)
+@pytest.mark.parametrize(
+    "path",
+    [p for p in pages_with({"python", "sql"}) if page_id(p) not in PROJECT_PAGES],
+    ids=page_id,
+)
 def test_examples_run(
     path: Path, db_url: URL, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -241,23 +298,31 @@ def test_examples_run(
     url = db_url.render_as_string(hide_password=False)
     monkeypatch.setenv("DATABASE_URL", url)
     monkeypatch.chdir(tmp_path)  # an example that writes a file writes it here
+    monkeypatch.syspath_prepend(str(tmp_path))  # file blocks are written here and imported
     name = "docs_example_" + re.sub(r"\W", "_", page.removesuffix(".md"))
     module = types.ModuleType(name)
     module.__file__ = str(path)
     monkeypatch.setitem(sys.modules, name, module)
     sql_engine = create_engine(url, pool_size=1)
+    files: dict[Path, Block] = {}
     with engines_created() as engines:
         try:
             for block in parse_blocks(path):
                 if block.skip is not None:
                     continue
-                if block.language == "python":
+                if block.language == "python" and block.file is not None:
+                    files[_write_file(block, tmp_path)] = block
+                elif block.language == "python":
                     _run_python(block, module)
                 elif block.language == "sql":
                     _run_sql(block, sql_engine)
+            unused = [b for p, b in files.items() if p.suffix == ".py" and not _imported(p)]
         finally:
             sql_engine.dispose()
             _clean_up(page, module, engines)
+            _forget_modules_under(tmp_path)  # the next page may write a myapp of its own
+    for block in unused:
+        _fail(block, f"no block of the page imports {block.file}:", "import it, or drop it")
 
 
 def test_adopting_a_river_database(
@@ -419,6 +484,10 @@ def test_the_helpers_see_what_they_should() -> None:
         raise SystemExit
         ```
 
+        ```python title="myapp/jobs.py" hl_lines="1"
+        workers = None
+        ```
+
         1. A list item:
            ```bash
            python -m sa_river migrate up --database-url postgresql+psycopg://u@h/db \\
@@ -428,11 +497,13 @@ def test_the_helpers_see_what_they_should() -> None:
         """
     )
     blocks = parse_markdown(markdown, "check.md")
-    assert [(b.language, b.line, b.skip) for b in blocks] == [
-        ("python", 4, "run by some other test"),
-        ("bash", 9, None),
+    assert [(b.language, b.line, b.skip, b.file) for b in blocks] == [
+        ("python", 4, "run by some other test", None),
+        ("python", 8, None, "myapp/jobs.py"),
+        ("bash", 13, None, None),
     ]
-    assert _sa_river_commands(blocks[1].code) == [
+    assert blocks[1].attrs == 'title="myapp/jobs.py" hl_lines="1"'
+    assert _sa_river_commands(blocks[2].code) == [
         ["migrate", "up", "--database-url", "postgresql+psycopg://u@h/db", "--target", "heads"],
         ["status", "--json"],
     ]
