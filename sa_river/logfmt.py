@@ -40,6 +40,7 @@ STRUCTURED_FIELDS = (
     "kind",
     "queue",
     "attempt",
+    "state",
     "duration_ms",
     "client_id",
     "hook",

@@ -482,13 +482,13 @@ class Executor:
             running.settled = True
             self._running.pop(job_id, None)
             self._lock.notify_all()
-        if logger.isEnabledFor(logging.DEBUG):
-            _log_attempt(running, exc)
         if exc is None:
             if value is not COMPLETED_IN_SESSION:
                 self._report(
                     AttemptOutcome.completed(job_id, running.job.row.attempt, output=output)
                 )
+            if logger.isEnabledFor(logging.DEBUG):
+                _log_attempt(running, None, JobState.COMPLETED)
             if running.hooks:
                 _after_work(running, JobState.COMPLETED, None, snoozed=False)
             running.on_done()
@@ -539,6 +539,8 @@ class Executor:
                 },
             )
         self._report(outcome)
+        if logger.isEnabledFor(logging.DEBUG):
+            _log_attempt(running, exc, outcome.state)
         if running.hooks:
             _after_work(running, outcome.state, exc, snoozed=outcome.kind is OutcomeKind.SNOOZED)
         running.on_done()
@@ -650,21 +652,24 @@ def _after_work(
     call_after_work(running.hooks, running.job, outcome)
 
 
-def _log_attempt(running: _Running, exc: BaseException | None) -> None:
-    """One DEBUG line per finished attempt, with the structured fields the CLI prints."""
+def _log_attempt(running: _Running, exc: BaseException | None, state: JobState) -> None:
+    """One DEBUG line per finished attempt, with the structured fields the CLI prints; ``state``
+    is the state its outcome asks for (a quick retry or snooze reads ``available``)."""
     job = running.job
     logger.debug(
-        "job %d (%s) attempt %d %s",
+        "job %d (%s) attempt %d %s -> %s",
         job.id,
         job.kind,
         job.attempt,
         "succeeded" if exc is None else f"ended with {type(exc).__name__}",
+        state.value,
         extra={
             "event": "job_done",
             "job_id": job.id,
             "kind": job.kind,
             "queue": job.queue,
             "attempt": job.attempt,
+            "state": state.value,
             "duration_ms": round((time.monotonic() - running.started_at) * 1000, 1),
         },
     )

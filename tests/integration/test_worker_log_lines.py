@@ -206,7 +206,11 @@ def test_worker_log_lines(
         assert record["queue"] == "default"
         assert record["attempt"] == "1"
         assert float(record["duration_ms"]) >= 0
-        ending = "ended with ValueError" if kind == "boom" else "succeeded"
-        assert record["message"] == f"job {record['job_id']} ({kind}) attempt 1 {ending}"
+        # Each job has one attempt: the failing one is discarded at once.
+        ending, state = (
+            ("ended with ValueError", "discarded") if kind == "boom" else ("succeeded", "completed")
+        )
+        assert record["state"] == state
+        assert record["message"] == f"job {record['job_id']} ({kind}) attempt 1 {ending} -> {state}"
     # Only the job lines were opened up: the executor's other DEBUG records stay hidden.
     assert all(r["level"] != "DEBUG" for r in records)

@@ -118,11 +118,10 @@ def test_a_text_log_line_holding_a_lone_surrogate_is_written(
 ) -> None:
     written = emit_unstorable_record(KeyValueFormatter(), strict_stream)
     assert "--- Logging error ---" not in capsys.readouterr().err
-    first = written.splitlines()[0]
-    assert first.endswith(
-        f"job 7 failed: cannot open {ESCAPED_NAME} event=job_failed job_id=7 kind={ESCAPED_NAME}"
-    )
-    assert f"RuntimeError: cannot open {ESCAPED_NAME}" in written
+    (line,) = written.splitlines()  # one record, one line: the traceback is escaped in it
+    assert f"job 7 failed: cannot open {ESCAPED_NAME} exception=" in line
+    assert line.endswith(f'" event=job_failed job_id=7 kind={ESCAPED_NAME}')
+    assert f"RuntimeError: cannot open {ESCAPED_NAME}" in line
 
 
 def test_a_json_log_line_holding_a_lone_surrogate_is_written_as_valid_utf8(
