@@ -4,7 +4,8 @@
 #   bash scripts/demo.sh [demo args...]
 #
 # Creates .venv if missing (needs only python3 >= 3.10), installs the project editable with the
-# `embedded` extra (the pgserver wheel), then runs `python -m sa_river demo`.
+# `binary` extra (psycopg's driver with its own libpq) and the `embedded` extra (the pgserver
+# wheel), then runs `python -m sa_river demo`.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -20,7 +21,7 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     }
 fi
 
-echo "==> installing sa_river[embedded] (editable)"
-"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[embedded]'
+echo "==> installing sa_river[binary,embedded] (editable)"
+"$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[binary,embedded]'
 
 exec "$VENV/bin/python" -m sa_river demo "$@"

@@ -8,7 +8,8 @@
 # PostgreSQL server on 127.0.0.1:5432, else an embedded server from the pgserver wheel.
 # Every step runs; the script fails if any step fails. With CI=true it also runs the slow
 # fault-injection tests and, side by side, the tests on every other Python version the project
-# declares (SA_RIVER_ALL_PYTHONS=1 does the latter locally).
+# declares (SA_RIVER_ALL_PYTHONS=1 does the latter locally) and with every dependency at the
+# lowest version pyproject.toml allows (SA_RIVER_LOWEST_DEPS=1 does that locally).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -68,11 +69,16 @@ fi
 # The other Python versions the project declares (pyproject classifiers), in CI or when
 # SA_RIVER_ALL_PYTHONS=1: unit and integration tests, without the slow ones, each in a venv of
 # its own (.venv-3.X). They run side by side (the suite mostly waits on the database), after
-# the main run, so the timing-sensitive fault tests above ran alone.
+# the main run, so the timing-sensitive fault tests above ran alone; so does the lowest-versions
+# run below.
+declared_pythons() {
+    sed -n 's/.*"Programming Language :: Python :: \(3\.[0-9]*\)".*/\1/p' pyproject.toml
+}
+
 other_pythons() {
     local main_version version
     main_version="$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
-    for version in $(sed -n 's/.*"Programming Language :: Python :: \(3\.[0-9]*\)".*/\1/p' pyproject.toml); do
+    for version in $(declared_pythons); do
         [[ "$version" == "$main_version" ]] || echo "$version"
     done
 }
@@ -89,9 +95,9 @@ find_python() {
     return 1
 }
 
+pids=()
+runs=()
 if [[ "${CI:-}" == "true" || "${SA_RIVER_ALL_PYTHONS:-}" == "1" ]]; then
-    pids=()
-    versions=()
     for version in $(other_pythons); do
         if ! interpreter="$(find_python "$version")"; then
             echo "error: Python $version (declared in pyproject.toml) is not installed" >&2
@@ -108,19 +114,48 @@ if [[ "${CI:-}" == "true" || "${SA_RIVER_ALL_PYTHONS:-}" == "1" ]]; then
                     tests/unit tests/integration
         ) >".venv-$version.log" 2>&1 &
         pids+=("$!")
-        versions+=("$version")
-    done
-    for i in "${!pids[@]}"; do
-        version="${versions[$i]}"
-        if wait "${pids[$i]}"; then
-            echo "==> Python $version: $(tail -n 1 ".venv-$version.log")"
-        else
-            echo "==> Python $version failed; the end of .venv-$version.log:" >&2
-            tail -n 60 ".venv-$version.log" >&2
-            failed+=("pytest on Python $version")
-        fi
+        runs+=("$version")
     done
 fi
+
+# The lowest versions, in CI or when SA_RIVER_LOWEST_DEPS=1: every direct dependency (and each
+# extra's) pinned to the floor pyproject.toml declares (ci/constraints-lowest.txt, kept equal to
+# the floors by tests/unit/test_packaging.py), on the oldest declared Python, in .venv-lowest,
+# side by side with the runs above; their own dependencies resolve to the newest allowed.
+if [[ "${CI:-}" == "true" || "${SA_RIVER_LOWEST_DEPS:-}" == "1" ]]; then
+    oldest="$(declared_pythons | head -n 1)"
+    if ! interpreter="$(find_python "$oldest")"; then
+        echo "error: Python $oldest (the oldest in pyproject.toml) is not installed" >&2
+        failed+=("lowest versions (Python $oldest not installed)")
+    else
+        echo "==> lowest versions on Python $oldest ($interpreter): venv .venv-lowest," \
+            "ci/constraints-lowest.txt, unit and integration tests"
+        (
+            if [[ ! -x ".venv-lowest/bin/python" ]]; then
+                "$interpreter" -m venv ".venv-lowest"
+            fi
+            .venv-lowest/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]' \
+                -c ci/constraints-lowest.txt &&
+                .venv-lowest/bin/python -m pytest -q -p no:cacheprovider -m "not slow" \
+                    tests/unit tests/integration
+        ) >".venv-lowest.log" 2>&1 &
+        pids+=("$!")
+        runs+=("lowest")
+    fi
+fi
+
+for i in "${!pids[@]}"; do
+    run="${runs[$i]}"
+    label="Python $run"
+    [[ "$run" != "lowest" ]] || label="lowest versions"
+    if wait "${pids[$i]}"; then
+        echo "==> $label: $(tail -n 1 ".venv-$run.log")"
+    else
+        echo "==> $label failed; the end of .venv-$run.log:" >&2
+        tail -n 60 ".venv-$run.log" >&2
+        failed+=("pytest with $label")
+    fi
+done
 
 if [[ ${#failed[@]} -gt 0 ]]; then
     printf 'FAILED: %s\n' "${failed[@]}" >&2
