@@ -97,8 +97,19 @@ find_python() {
 
 pids=()
 runs=()
+lowest_run=""
+if [[ "${CI:-}" == "true" || "${SA_RIVER_LOWEST_DEPS:-}" == "1" ]]; then
+    lowest_run=1
+fi
+
 if [[ "${CI:-}" == "true" || "${SA_RIVER_ALL_PYTHONS:-}" == "1" ]]; then
     for version in $(other_pythons); do
+        if [[ -n "$lowest_run" && "$version" == "$(declared_pythons | head -n 1)" ]]; then
+            # The lowest-versions run below is on this Python: a second run of the same suite
+            # beside it would only add a fourth process to a two-core machine.
+            echo "==> Python $version: tested by the lowest-versions run"
+            continue
+        fi
         if ! interpreter="$(find_python "$version")"; then
             echo "error: Python $version (declared in pyproject.toml) is not installed" >&2
             failed+=("python $version (not installed)")
@@ -122,7 +133,7 @@ fi
 # extra's) pinned to the floor pyproject.toml declares (ci/constraints-lowest.txt, kept equal to
 # the floors by tests/unit/test_packaging.py), on the oldest declared Python, in .venv-lowest,
 # side by side with the runs above; their own dependencies resolve to the newest allowed.
-if [[ "${CI:-}" == "true" || "${SA_RIVER_LOWEST_DEPS:-}" == "1" ]]; then
+if [[ -n "$lowest_run" ]]; then
     oldest="$(declared_pythons | head -n 1)"
     if ! interpreter="$(find_python "$oldest")"; then
         echo "error: Python $oldest (the oldest in pyproject.toml) is not installed" >&2
