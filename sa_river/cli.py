@@ -950,10 +950,14 @@ def _load_workers(args: argparse.Namespace) -> Workers:
     )
 
 
-def _database_url_or_embedded(args: argparse.Namespace) -> str:
+def _database_url_or_embedded(args: argparse.Namespace, *, migrate_given: bool = False) -> str:
     """The URL of ``worker`` and ``demo``: the given one, its river tables checked to be
-    current; else the embedded PostgreSQL's, migrated to head, after a warning."""
+    current (or, with ``migrate_given``, migrated to head: the demo's own tables); else the
+    embedded PostgreSQL's, migrated to head, after a warning."""
     url = _given_database_url(args)
+    if url and migrate_given:
+        migrate.command_upgrade(url)
+        return url
     if url:
         heads = migrate.command_current(url)
         if set(heads) != set(migrate.head_revisions()):
@@ -1210,7 +1214,8 @@ def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
     from sa_river.tools.demo import run_demo
 
     configure_logging("WARNING")
-    url = _database_url_or_embedded(args)
+    # The demo is asked to run on this database: it creates River's tables there if needed.
+    url = _database_url_or_embedded(args, migrate_given=True)
     finished = run_demo(
         url, count=args.count, concurrency=args.concurrency, timeout=args.timeout, out=out
     )

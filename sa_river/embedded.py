@@ -34,7 +34,7 @@ def embedded_database_url(data_dir: Path = EMBEDDED_DATA_DIR_DEFAULT) -> str:
             "database_url",
             "no database URL given and the embedded server is not installed: pass "
             "--database-url (or set SA_RIVER_DATABASE_URL or DATABASE_URL), or pip install "
-            "'sa_river[embedded]'",
+            "'sa_river[embedded]' (pgserver publishes wheels for Python 3.10 to 3.12 only)",
         ) from None
     chatter = logging.getLogger("pgserver")  # each initdb/pg_ctl run, at INFO, many lines
     if chatter.level == logging.NOTSET:

@@ -213,3 +213,14 @@ def test_worker_without_a_url_warns_on_stderr_before_it_starts(
         events = [line.rsplit("event=", 1)[-1].split()[0] for line in lines if "event=" in line]
     assert events.index("embedded_database") < events.index("worker_started")
     assert "embedded" not in stdout
+
+
+def test_demo_creates_the_river_tables_in_the_database_it_is_given(
+    empty_db_url: URL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # As on Python 3.13, where the embedded server cannot be installed: a URL, no tables yet.
+    monkeypatch.setenv("DATABASE_URL", _text(empty_db_url))
+    out = io.StringIO()
+    assert cli.main(["demo", "-n", "20", "--concurrency", "5"], stdout=out) == 0
+    assert "20/20 demo jobs completed" in out.getvalue()
+    assert _current([]) == HEAD
