@@ -58,7 +58,7 @@ How :func:`drain` works, so that its results can be trusted: each round makes th
 ``now`` available with the scheduler's own statement, fetches one job with the worker's fetch
 statement (``FOR UPDATE SKIP LOCKED``, priority order, paused queues skipped), runs its handler
 (a sync one directly, an async one through ``asyncio.run``), decides the outcome exactly as the
-worker does (:func:`sa_river.worker.executor.outcome_for`) and records it with the worker's
+worker does (:func:`sa_river.worker.executor.decide_outcome`) and records it with the worker's
 statement. A failed attempt's writes on the drained connection are rolled back to a savepoint,
 as a failed handler's transaction would be in production. Handler timeouts are not enforced.
 """
@@ -90,12 +90,11 @@ from sa_river.queries.job_insert import db_now_statement
 from sa_river.queries.job_outcome import AttemptOutcome, job_set_state_if_running_many
 from sa_river.retry import RetryPolicy, default_retry_policy
 from sa_river.types import InsertResult, JobRow, JobState
-from sa_river.worker.executor import decide_on_error, outcome_for
+from sa_river.worker.executor import decide_outcome
 from sa_river.worker.invocation import (
     COMPLETED_IN_SESSION,
     HandlerSessions,
     Invoker,
-    encoded_output,
 )
 from sa_river.workers import Handler, Job, Workers
 
@@ -490,29 +489,18 @@ def _record(
         current = job_get(conn, row.id)
         done = JobState.COMPLETED if current is None else current.state
         return WorkedJob(job=row, state=done, error=None)
-    output = None
-    if exc is None:
-        try:
-            output = encoded_output(attempt.job, attempt.value)
-        except Exception as not_json:
-            exc = attempt.error = not_json
-    decision = None
-    if exc is not None:
-        on_error = (handler.on_error if handler else None) or workers.error_handler
-        decision = decide_on_error(on_error, attempt.job, exc)
     # scheduler_interval=0: a retry or a snooze waits as retryable/scheduled until it is due,
     # as under a scheduler that runs continuously.
-    outcome = outcome_for(
-        row,
+    outcome, exc = decide_outcome(
+        attempt.job,
+        handler,
         exc,
-        retry_policy=(handler.retry if handler else None)
-        or retry_policy
-        or workers.retry_policy
-        or default_retry_policy,
+        attempt.value,
+        error_handler=workers.error_handler,
+        retry_policy=retry_policy or workers.retry_policy or default_retry_policy,
         scheduler_interval=0.0,
-        decision=decision,
-        output=output,
     )
+    attempt.error = exc
     states = job_set_state_if_running_many(conn, [outcome])
     state = states.get(row.id)
     if state is None:  # the handler settled the job itself (complete_in, cancel_job)

@@ -53,7 +53,7 @@ from sa_river.workers import (
     Workers,
 )
 
-__all__ = ["Executor", "JobTimeoutError", "outcome_for"]
+__all__ = ["Executor", "JobTimeoutError", "decide_outcome", "outcome_for"]
 
 logger = logging.getLogger("sa_river.executor")
 
@@ -142,6 +142,45 @@ def decide_on_error(
         extra={"event": "error_handler_failed", "job_id": job.id, "kind": job.kind},
     )
     return None
+
+
+def decide_outcome(
+    job: Job[Any],
+    handler: Handler | None,
+    exc: BaseException | None,
+    value: Any,
+    *,
+    error_handler: ErrorHandler | None,
+    retry_policy: RetryPolicy,
+    scheduler_interval: float,
+) -> tuple[AttemptOutcome, BaseException | None]:
+    """How an attempt of ``job`` ends, and the error it records: the rule the worker and
+    :mod:`sa_river.testing` share.
+
+    ``exc`` is what the handler raised, or ``None`` when it returned ``value``, which is then
+    recorded as the job's output (with what it gave ``job.record_output``); an output that is
+    not JSON fails the attempt. A failed attempt asks the kind's error handler (else
+    ``error_handler``) and backs off by the kind's retry policy (else ``retry_policy``).
+    """
+    output = None
+    if exc is None and (value is not None or job._output is not None):
+        try:
+            output = encoded_output(job, value)
+        except Exception as not_json:
+            exc = not_json
+    decision = None
+    if exc is not None:
+        on_error = (handler.on_error if handler else None) or error_handler
+        decision = decide_on_error(on_error, job, exc)
+    outcome = outcome_for(
+        job.row,
+        exc,
+        retry_policy=(handler.retry if handler else None) or retry_policy,
+        scheduler_interval=scheduler_interval,
+        decision=decision,
+        output=output,
+    )
+    return outcome, exc
 
 
 def _attempt_error_json(row: JobRow, exc: BaseException) -> str:
@@ -469,43 +508,31 @@ class Executor:
         """Report the attempt's outcome exactly once, however many parties try. ``value``:
         what the handler returned (``exc`` None), recorded as the job's output."""
         job_id = running.job.row.id
-        output = None
-        recorded = value is not None or running.job._output is not None
-        if exc is None and recorded and value is not COMPLETED_IN_SESSION:
-            try:
-                output = encoded_output(running.job, value)
-            except Exception as not_json:
-                exc = not_json
         with self._lock:
             if running.settled:
                 return
             running.settled = True
             self._running.pop(job_id, None)
             self._lock.notify_all()
-        if exc is None:
-            if value is not COMPLETED_IN_SESSION:
-                self._report(
-                    AttemptOutcome.completed(job_id, running.job.row.attempt, output=output)
-                )
+        if exc is None and value is COMPLETED_IN_SESSION:
+            # Completed in the handler's own session: there is nothing left to write.
             if logger.isEnabledFor(logging.DEBUG):
                 _log_attempt(running, None, JobState.COMPLETED)
             if running.hooks:
                 _after_work(running, JobState.COMPLETED, None, snoozed=False)
             running.on_done()
             return
-        if isinstance(exc, BaseException) and not isinstance(exc, Exception):
+        if exc is not None and not isinstance(exc, Exception):
             exc = RuntimeError(f"handler raised {type(exc).__name__}: {exc}")
-        handler = running.handler
         try:
-            decision = decide_on_error(
-                (handler.on_error if handler else None) or self._error_handler, running.job, exc
-            )
-            outcome = outcome_for(
-                running.job.row,
+            outcome, exc = decide_outcome(
+                running.job,
+                running.handler,
                 exc,
-                retry_policy=(handler.retry if handler else None) or self._retry_policy,
+                value,
+                error_handler=self._error_handler,
+                retry_policy=self._retry_policy,
                 scheduler_interval=self._scheduler_interval,
-                decision=decision,
             )
         except Exception as failure:
             # A retry policy that raises, an exception whose str() raises...: the attempt
