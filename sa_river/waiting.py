@@ -63,10 +63,11 @@ def wait_for(
                     if any(_names(note.payload, job_id) for note in notes):
                         break
                 if time.monotonic() >= deadline:
-                    last = _finalized(job_get(conn, job_id), job_id)
+                    found = job_get(conn, job_id)
+                    last = _finalized(found, job_id)
                     if last is not None:
                         return last
-                    raise JobWaitTimeout(job_id, timeout, _state(conn, job_id))
+                    raise JobWaitTimeout(job_id, timeout, found.state.value if found else None)
         finally:
             driver.execute(_UNLISTEN)
 
@@ -122,11 +123,6 @@ def _finalized(row: JobRow | None, job_id: int) -> JobRow | None:
     if row is None:
         raise LookupError(f"there is no job {job_id} (never inserted, or deleted)")
     return row if row.state in FINALIZED_STATES else None
-
-
-def _state(conn: Connection, job_id: int) -> str | None:
-    row = job_get(conn, job_id)
-    return None if row is None else row.state.value
 
 
 def _names(payload: str, job_id: int) -> bool:

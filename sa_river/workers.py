@@ -29,6 +29,7 @@ rolled back, and its job follows the retry rules.
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 import typing
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -151,8 +152,6 @@ class Job(Generic[A]):
     @property
     def output(self) -> Any:
         """The output recorded so far in this attempt (decoded), or ``None``."""
-        import json
-
         return None if self._output is None else json.loads(self._output)
 
     @property

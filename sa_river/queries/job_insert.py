@@ -397,20 +397,17 @@ def job_insert_many(
     if not params:
         return []
     unique = any(p.unique_key is not None for p in params)
-    document = _jobs_document(params)
+    statement = _INSERT_MANY_UNIQUE if unique else _INSERT_MANY
+    result = statement.rows(conn, {"jobs": _jobs_document(params)})
+    if len(result) != len(params):
+        raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
     if not unique:
-        result = _INSERT_MANY.rows(conn, {"jobs": document})
-        if len(result) != len(params):
-            raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
         # New rows get ids in input order (the SELECT is ordered).
         result.sort(key=_id)
         return [
             (_fresh_job_row(p, job_id, state, created_at, scheduled_at), False)
             for p, (job_id, state, created_at, scheduled_at, _) in zip(params, result, strict=True)
         ]
-    result = _INSERT_MANY_UNIQUE.rows(conn, {"jobs": document})
-    if len(result) != len(params):
-        raise RuntimeError(f"inserted {len(params)} jobs but {len(result)} rows came back")
     # New rows get ids in input order (the SELECT is ordered); duplicates are matched by key.
     duplicates = {bytes(r[_UNIQUE_KEY_AT]): r for r in result if r[_SKIPPED_AT]}
     fresh = iter(sorted((r for r in result if not r[_SKIPPED_AT]), key=_id))

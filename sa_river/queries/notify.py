@@ -13,6 +13,7 @@ from sqlalchemy import ColumnElement, String, Text, any_, case, cast, func, lite
 from sqlalchemy.dialects.postgresql import array
 
 from sa_river.args import encode_json
+from sa_river.types import FINALIZED_STATES
 
 __all__ = [
     "CURRENT_SCHEMA_SQL",
@@ -58,7 +59,7 @@ def notify_insert(
     return func.pg_notify(channel_expr(TOPIC_INSERT), payload)
 
 
-_FINALIZED = ("cancelled", "completed", "discarded")
+_FINALIZED = tuple(sorted(state.value for state in FINALIZED_STATES))
 _NOTIFIED_IDS_MAX = 300
 """At most this many ids in a finalized notification (20 bytes each at most, well inside
 NOTIFY's 8,000-byte payload); more are announced as ``{}``: every waiter looks again."""
